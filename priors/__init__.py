@@ -1,0 +1,22 @@
+"""Generative priors over VQ-VAE code grids. Importing this package registers the built-ins."""
+
+from priors.base import (
+    ENTRY_POINT_GROUP,
+    PRESETS,
+    REGISTRY,
+    CodeSet,
+    NoLikelihoodError,
+    NullProgress,
+    Prior,
+    PriorError,
+    Progress,
+    available_priors,
+    get_prior,
+    register_prior,
+)
+from priors import uniform  # noqa: F401  (registers)
+
+__all__ = [
+    "ENTRY_POINT_GROUP", "PRESETS", "REGISTRY", "CodeSet", "NoLikelihoodError", "NullProgress",
+    "Prior", "PriorError", "Progress", "available_priors", "get_prior", "register_prior",
+]

@@ -1,0 +1,240 @@
+"""The prior plug-in contract and the registry.
+
+A prior sees integer code grids, the codebook size K, the grid shape, optional class labels and
+(if it wants them) the frozen codebook vectors: never images, never the backbone. This module
+imports nothing from `bench` or `vqvae`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any, Callable, ClassVar, Protocol
+
+import torch
+from torch import Tensor
+
+ENTRY_POINT_GROUP = "bench.priors"
+PRESETS = ("tiny", "quick", "full")  # tiny: tests, seconds; quick: 2 CPU cores; full: a GPU
+
+
+class PriorError(ValueError):
+    """A user-facing problem with a prior: unknown name, bad config, duplicate registration."""
+
+
+class NoLikelihoodError(RuntimeError):
+    """Raised by `log_prob` of priors that define no likelihood (never 0 or NaN instead)."""
+
+
+@dataclass(frozen=True)
+class CodeSet:
+    """One split of a code export, as a prior sees it."""
+
+    codes: Tensor  # (N, h, w) int64 in [0, K)
+    num_codes: int  # K
+    labels: Tensor | None = None  # (N,) int64 in [0, num_classes), or None
+
+    def __post_init__(self) -> None:
+        if self.codes.dim() != 3:
+            raise ValueError(f"codes must be (N, h, w), got shape {tuple(self.codes.shape)}")
+        if self.codes.dtype != torch.int64:
+            raise ValueError(f"codes must be int64, got {self.codes.dtype}")
+        if self.labels is not None and self.labels.shape != (self.codes.shape[0],):
+            raise ValueError(
+                f"labels must be ({self.codes.shape[0]},), got {tuple(self.labels.shape)}"
+            )
+
+    def __len__(self) -> int:
+        return self.codes.shape[0]
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return (self.codes.shape[1], self.codes.shape[2])
+
+
+class Progress(Protocol):
+    """What `fit` may report to. `bench` passes a rich-backed one; tests pass `NullProgress`."""
+
+    def start(self, description: str, total: int | None) -> None: ...
+    def advance(self, n: int = 1, **metrics: float) -> None: ...
+    def stop(self) -> None: ...
+
+
+class NullProgress:
+    def start(self, description: str, total: int | None) -> None:
+        pass
+
+    def advance(self, n: int = 1, **metrics: float) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+
+class Prior(ABC):
+    """A generative model over (h, w) grids of K discrete codes.
+
+    Subclasses set `Config` (a frozen dataclass, every field defaulted and commented) and are
+    registered with `@register_prior("name")`. `preset` maps the benchmark presets to configs.
+    """
+
+    name: ClassVar[str]
+    Config: ClassVar[type]
+    has_likelihood: ClassVar[bool] = True
+    conditional: ClassVar[bool] = False  # True: uses class labels when num_classes > 0
+
+    def __init__(
+        self,
+        config: Any,
+        *,
+        num_codes: int,
+        grid: tuple[int, int],
+        num_classes: int = 0,
+        codebook: Tensor | None = None,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        if not isinstance(config, self.Config):
+            raise PriorError(
+                f"{type(self).__name__} needs a {self.Config.__name__}, got {type(config).__name__}"
+            )
+        if num_codes < 2:
+            raise PriorError(f"num_codes must be >= 2, got {num_codes}")
+        if len(grid) != 2 or min(grid) < 1:
+            raise PriorError(f"grid must be (h, w) with h, w >= 1, got {grid}")
+        if num_classes < 0:
+            raise PriorError(f"num_classes must be >= 0, got {num_classes}")
+        self.config = config
+        self.num_codes = num_codes
+        self.grid = (int(grid[0]), int(grid[1]))
+        self.num_classes = num_classes
+        self.codebook = codebook  # (K, D) float, frozen; None if the export carries none
+        self.device = torch.device(device)
+
+    @classmethod
+    def preset(cls, preset: str) -> Any:
+        """The config for a benchmark preset ("tiny", "quick", "full"). Default: `Config()`."""
+        check_preset(preset)
+        return cls.Config()
+
+    @abstractmethod
+    def fit(self, train: CodeSet, val: CodeSet, *, seed: int, progress: Progress) -> dict[str, float]:
+        """Train on `train`, monitor on `val`. Returns summary numbers (e.g. final val nats)."""
+
+    @abstractmethod
+    def sample(
+        self, n: int, *, generator: torch.Generator, labels: Tensor | None = None
+    ) -> Tensor:
+        """(n, h, w) int64 codes in [0, K)."""
+
+    def log_prob(self, codes: Tensor, labels: Tensor | None = None) -> Tensor:
+        """(N,) log-likelihood of each grid in nats. Priors without a likelihood raise."""
+        raise NoLikelihoodError(f"prior {self.name!r} defines no likelihood")
+
+    @abstractmethod
+    def state_dict(self) -> dict[str, Tensor]: ...
+
+    @abstractmethod
+    def load_state_dict(self, state: dict[str, Tensor]) -> None: ...
+
+    def num_parameters(self) -> int:
+        return sum(int(t.numel()) for t in self.state_dict().values() if t.is_floating_point())
+
+
+def check_preset(preset: str) -> None:
+    if preset not in PRESETS:
+        raise PriorError(f"unknown preset {preset!r}; available: {', '.join(PRESETS)}")
+
+
+def config_from_dict(cls: type, values: dict[str, Any]) -> Any:
+    """Rebuild a frozen config dataclass from JSON, refusing unknown fields."""
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - fields)
+    if unknown:
+        raise PriorError(
+            f"unknown {cls.__name__} field(s) {unknown}; valid: {', '.join(sorted(fields))}"
+        )
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    return cls(**kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Registry. Built-ins register on import of `priors`; outside packages through entry points.
+
+
+class Registry:
+    """Name -> Prior class. Entry points in group `bench.priors` are loaded on first lookup."""
+
+    def __init__(self, group: str = ENTRY_POINT_GROUP) -> None:
+        self._classes: dict[str, type[Prior]] = {}
+        self._group = group
+        self._entry_points_loaded = False
+        self.load_errors: dict[str, str] = {}  # entry-point name -> why it failed to load
+
+    def register(self, name: str) -> Callable[[type[Prior]], type[Prior]]:
+        def decorate(cls: type[Prior]) -> type[Prior]:
+            self.add(name, cls)
+            return cls
+
+        return decorate
+
+    def add(self, name: str, cls: type[Prior]) -> None:
+        if not (isinstance(cls, type) and issubclass(cls, Prior)):
+            raise PriorError(f"{cls!r} registered as {name!r} is not a Prior subclass")
+        taken = self._classes.get(name)
+        if taken is not None and taken is not cls:
+            raise PriorError(
+                f"prior name {name!r} is taken by {taken.__module__}.{taken.__qualname__}; "
+                f"cannot register {cls.__module__}.{cls.__qualname__}"
+            )
+        if not dataclasses.is_dataclass(getattr(cls, "Config", None)):
+            raise PriorError(f"prior {name!r}: {cls.__qualname__}.Config must be a dataclass")
+        cls.name = name
+        self._classes[name] = cls
+
+    def _load_entry_points(self) -> None:
+        if self._entry_points_loaded:
+            return
+        self._entry_points_loaded = True
+        for ep in metadata.entry_points(group=self._group):
+            if ep.name in self._classes:
+                continue
+            try:
+                cls = ep.load()
+                self.add(ep.name, cls)
+            except Exception as e:  # a broken plug-in must not break the built-ins
+                self.load_errors[ep.name] = f"{ep.value}: {type(e).__name__}: {e}"
+
+    def names(self) -> list[str]:
+        self._load_entry_points()
+        return sorted(self._classes)
+
+    def get(self, name: str) -> type[Prior]:
+        self._load_entry_points()
+        if name in self._classes:
+            return self._classes[name]
+        if name in self.load_errors:
+            raise PriorError(f"prior {name!r} failed to load from its entry point: "
+                             f"{self.load_errors[name]}")
+        available = sorted(self._classes)
+        close = difflib.get_close_matches(name, available, n=3, cutoff=0.5)
+        hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+        raise PriorError(f"unknown prior {name!r}; {hint}available: {', '.join(available)}")
+
+    def __contains__(self, name: str) -> bool:
+        self._load_entry_points()
+        return name in self._classes
+
+
+REGISTRY = Registry()
+register_prior = REGISTRY.register
+
+
+def get_prior(name: str) -> type[Prior]:
+    return REGISTRY.get(name)
+
+
+def available_priors() -> list[str]:
+    return REGISTRY.names()
