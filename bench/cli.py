@@ -1,0 +1,107 @@
+"""`bench`: each command builds a config, calls one library function and prints the result."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+import priors
+from bench import records, tables
+from bench.cli_common import out_console, user_errors
+from bench.cli_data import data_app
+from bench.errors import BenchError
+from bench.run import RunConfig, run_benchmark
+
+app = typer.Typer(help="Benchmark generative priors over the codes of a frozen VQ-VAE.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+app.add_typer(data_app, name="data", help="Inspect datasets.")
+
+RESULTS = Path("results")
+
+
+def parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise BenchError(f"--seeds must be comma-separated integers like 0,1,2, got {text!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise BenchError(f"--seeds must list distinct integers like 0,1,2, got {text!r}")
+    return seeds
+
+
+@app.command()
+@user_errors
+def run(
+    prior: str = typer.Option("pixelcnn", help="Prior name (see `bench priors`)."),
+    dataset: str = typer.Option("mni", help="mni | oasis:PATH | adni:PATH | folder:PATH | nifti:PATH"),
+    preset: str = typer.Option("quick", help="tiny (tests) | quick (2 CPU cores) | full (GPU)."),
+    seed: int = typer.Option(0, help="Seed of the prior (training and sampling)."),
+    seeds: Optional[str] = typer.Option(None, help="Several seeds, e.g. 0,1,2 (overrides --seed)."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    out: Path = typer.Option(RESULTS, help="Results folder."),
+    extractor: str = typer.Option("mri", help="Features for FD/KID/PR: mri | inception"),
+    fid_weights: Optional[Path] = typer.Option(None, help="Inception weights file (offline)."),
+    condition: str = typer.Option("none", help="none | label (class-conditional priors)."),
+    n_samples: int = typer.Option(0, help="Samples to score (0 = the preset's)."),
+    skip_bad: bool = typer.Option(False, help="Skip unreadable images with a counted warning."),
+    force: bool = typer.Option(False, help="Recompute and overwrite an identical finished run."),
+) -> None:
+    """Train (or reuse) the backbone, fit PRIOR on its codes, sample, score, save a record."""
+    for s in parse_seeds(seeds) if seeds else [seed]:
+        cfg = RunConfig(prior=prior, dataset=dataset, preset=preset, seed=s, device=device,
+                        out=out, extractor=extractor, fid_weights=fid_weights,
+                        condition=condition, n_samples=n_samples, force=force, skip_bad=skip_bad)
+        result = run_benchmark(cfg)
+        print_scores(result.record, result.directory)
+
+
+def print_scores(record: dict, directory: Path) -> None:
+    table = Table(title=f"{record['prior']} · seed {record['seed']} · {directory}")
+    table.add_column("score")
+    table.add_column("value", justify="right")
+    for key, value in record["scores"].items():
+        table.add_row(key, "" if value is None else f"{value:.4g}")
+    out_console.print(table)
+
+
+@app.command()
+@user_errors
+def compare(out: Path = typer.Option(RESULTS, help="Results folder to read and write into.")) -> None:
+    """Table of every run under the results folder; writes comparison.{md,csv,tex,json}."""
+    recs = records.collect(out)
+    if not recs:
+        raise BenchError(f"no finished runs under {out / 'runs'}; run `bench run` first")
+    groups = tables.comparison(recs)
+    for meta, table in groups:
+        text = tables.as_text_frame(meta, table)
+        rich_table = Table(title=tables.title(meta))
+        for col in text.columns:
+            rich_table.add_column(col, justify="left" if col == "prior" else "right")
+        for row in text.itertuples(index=False):
+            rich_table.add_row(*(str(v) for v in row))
+        out_console.print(rich_table)
+    for path in tables.write_all(groups, out):
+        out_console.print(f"wrote {path}")
+
+
+@app.command("priors")
+@user_errors
+def list_priors() -> None:
+    """List registered priors (built-ins and entry points in group `bench.priors`)."""
+    table = Table()
+    for col in ("name", "likelihood", "conditional", "module"):
+        table.add_column(col)
+    for name in priors.available_priors():
+        cls = priors.get_prior(name)
+        table.add_row(name, "yes" if cls.has_likelihood else "no",
+                      "yes" if cls.conditional else "no", cls.__module__)
+    out_console.print(table)
+    for name, why in priors.REGISTRY.load_errors.items():
+        out_console.print(f"[red]entry point {name!r} failed to load:[/] {why}")
+
+
+def main() -> None:  # pragma: no cover
+    app()

@@ -1,0 +1,40 @@
+"""Benchmark presets: one name fixes data size, backbone, training budget and sample count."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bench.errors import BenchError
+from vqvae import TrainConfig, VQVAEConfig
+
+PRESET_NAMES = ("tiny", "quick", "full")
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    resolution: int  # px, square side of every image
+    mni_sizes: tuple[int, int, int]  # (train, val, test) images of the embedded default
+    vqvae: VQVAEConfig
+    train: TrainConfig
+    n_samples: int  # decoded samples scored per run (and real test images they are scored against)
+    max_train_images: int  # cap on backbone training images (0 = all), keeps quick within budget
+
+
+def get_preset(name: str) -> Preset:
+    """tiny: tests, seconds. quick: 2 CPU cores, minutes. full: native resolution, for a GPU."""
+    match name:
+        case "tiny":
+            return Preset("tiny", 32, (96, 24, 32),
+                          VQVAEConfig(hidden=16, res_blocks=1, res_hidden=8, num_codes=16,
+                                      code_dim=8),
+                          TrainConfig(epochs=2, batch_size=16, lr=3e-3), 32, 0)
+        case "quick":
+            return Preset("quick", 64, (2000, 250, 500), VQVAEConfig(),
+                          TrainConfig(epochs=12, batch_size=32, lr=2e-3), 500, 4000)
+        case "full":
+            return Preset("full", 256, (16000, 2000, 4000),
+                          VQVAEConfig(hidden=128, res_blocks=2, res_hidden=64, downsample=8,
+                                      num_codes=512, code_dim=64),
+                          TrainConfig(epochs=60, batch_size=64, lr=1e-3), 4000, 0)
+    raise BenchError(f"unknown preset {name!r}; available: {', '.join(PRESET_NAMES)}")

@@ -1,0 +1,90 @@
+"""Scoring a set of decoded samples the same way for every prior and for the reference row."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from bench import metrics
+from bench.extractors import FeatureExtractor
+from vqvae.train import to_float
+
+
+@dataclass(frozen=True)
+class SampleSet:
+    images: Tensor  # (N, 1, H, W) float in [0, 1]
+    codes: Tensor  # (N, h, w) int64
+    labels: Tensor | None = None  # (N,) int64 class of each sample, or None
+
+
+@dataclass(frozen=True)
+class ScoringContext:
+    """The real data every sample set is compared against, computed once per run."""
+
+    real: Tensor  # (n, 1, H, W) test images the samples are compared against
+    real_labels: Tensor | None  # (n,) or None
+    real_feats: np.ndarray  # (n, F) extractor features of `real`
+    train: Tensor  # (M, 1, H, W) training images, for memorisation
+    test_code_counts: Tensor  # (K,) code histogram over the whole test split
+    num_codes: int
+    extractor: FeatureExtractor
+    label_names: tuple[str, ...] = ()
+
+
+def make_context(test_images: np.ndarray, test_labels: np.ndarray | None, train_images: np.ndarray,
+                 test_codes: Tensor, num_codes: int, extractor: FeatureExtractor,
+                 label_names: tuple[str, ...], *, n: int, seed: int,
+                 max_train: int = 4000) -> tuple[ScoringContext, np.ndarray]:
+    """Pick n real test images (seeded); return the context and the test indices left over
+    (disjoint from the chosen ones) from which the reference row's reconstructions come."""
+    order = np.random.default_rng(seed).permutation(len(test_images))
+    chosen, rest = np.sort(order[:n]), np.sort(order[n:2 * n])
+    cpu = torch.device("cpu")
+    real = to_float(np.asarray(test_images[chosen]), cpu)
+    train_pick = np.sort(np.random.default_rng(seed + 1).permutation(len(train_images))[:max_train])
+    ctx = ScoringContext(
+        real=real,
+        real_labels=None if test_labels is None else torch.from_numpy(np.asarray(test_labels)[chosen]),
+        real_feats=extractor.features(real),
+        train=to_float(np.asarray(train_images[train_pick]), cpu),
+        test_code_counts=metrics.code_histogram(test_codes, num_codes),
+        num_codes=num_codes, extractor=extractor, label_names=label_names)
+    return ctx, rest
+
+
+def _image_scores(images: Tensor, feats: np.ndarray, real: Tensor, real_feats: np.ndarray,
+                  seed: int) -> dict[str, float]:
+    kid_mean, kid_std = metrics.kid(real_feats, feats, seed=seed)
+    precision, recall = metrics.precision_recall(real_feats, feats)
+    return {"fd": metrics.frechet_distance(real_feats, feats), "kid": kid_mean, "kid_std": kid_std,
+            "precision": precision, "recall": recall,
+            "nn_ssim": float(metrics.nn_ssim(images, real).mean())}
+
+
+def score_samples(samples: SampleSet, ctx: ScoringContext, *, seed: int) -> dict[str, float]:
+    """Every sample metric for one set of decoded samples, plus per-class scores if labelled."""
+    feats = ctx.extractor.features(samples.images)
+    scores = _image_scores(samples.images, feats, ctx.real, ctx.real_feats, seed)
+    gen = torch.Generator().manual_seed(seed)
+    counts = metrics.code_histogram(samples.codes, ctx.num_codes)
+    scores |= {
+        "memorisation": metrics.memorisation(samples.images, ctx.train, ctx.real),
+        "diversity_ssim": metrics.diversity(samples.images, max_pairs=2000, generator=gen),
+        "distinct_codes": float(metrics.distinct_codes(counts)),
+        "code_perplexity": metrics.perplexity(counts),
+        "code_js_bits": metrics.js_divergence(counts, ctx.test_code_counts),
+        "n_samples": float(samples.images.shape[0]),
+    }
+    if samples.labels is not None and ctx.real_labels is not None:
+        for c, name in enumerate(ctx.label_names):
+            mine, theirs = samples.labels == c, ctx.real_labels == c
+            if int(mine.sum()) < 2 or int(theirs.sum()) < 2:
+                continue
+            per_class = _image_scores(samples.images[mine], feats[mine.numpy()], ctx.real[theirs],
+                                      ctx.real_feats[theirs.numpy()], seed)
+            scores |= {f"{k}[{name}]": v for k, v in per_class.items()
+                       if k in ("fd", "kid", "nn_ssim")}
+    return scores
