@@ -133,6 +133,37 @@ class Prior(ABC):
         """(N,) log-likelihood of each grid in nats. Priors without a likelihood raise."""
         raise NoLikelihoodError(f"prior {self.name!r} defines no likelihood")
 
+    @property
+    def uses_labels(self) -> bool:
+        """True when this prior conditions on class labels (unconditional priors ignore them)."""
+        return self.conditional and self.num_classes > 0
+
+    def check_codes(self, codes: Tensor) -> Tensor:
+        """(N, h, w) int64 codes in [0, K) on this prior's grid, moved to `self.device`."""
+        if codes.dim() != 3 or tuple(codes.shape[1:]) != self.grid:
+            raise PriorError(f"codes must be (N, {self.grid[0]}, {self.grid[1]}), "
+                             f"got {tuple(codes.shape)}")
+        if codes.dtype != torch.int64:
+            raise PriorError(f"codes must be int64, got {codes.dtype}")
+        if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.num_codes):
+            raise PriorError(f"codes must lie in [0, {self.num_codes}), "
+                             f"got [{int(codes.min())}, {int(codes.max())}]")
+        return codes.to(self.device)
+
+    def check_labels(self, labels: Tensor | None, n: int) -> Tensor | None:
+        """(n,) int64 labels on `self.device` if `uses_labels`, else None (labels ignored)."""
+        if not self.uses_labels:
+            return None
+        if labels is None:
+            raise PriorError(f"prior {self.name!r} has num_classes={self.num_classes}: "
+                             f"labels of shape ({n},) are required")
+        if labels.shape != (n,) or labels.dtype != torch.int64:
+            raise PriorError(f"labels must be ({n},) int64, got {tuple(labels.shape)} {labels.dtype}")
+        if n and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
+            raise PriorError(f"labels must lie in [0, {self.num_classes}), "
+                             f"got [{int(labels.min())}, {int(labels.max())}]")
+        return labels.to(self.device)
+
     @abstractmethod
     def state_dict(self) -> dict[str, Tensor]: ...
 
@@ -141,6 +172,12 @@ class Prior(ABC):
 
     def num_parameters(self) -> int:
         return sum(int(t.numel()) for t in self.state_dict().values() if t.is_floating_point())
+
+
+def require(ok: bool, field: str, value: Any, expected: str) -> None:
+    """Config validation for `__post_init__`: one ValueError naming the field, value and rule."""
+    if not ok:
+        raise ValueError(f"{field} must be {expected}, got {value!r}")
 
 
 def check_preset(preset: str) -> None:

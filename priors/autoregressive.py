@@ -1,0 +1,309 @@
+"""Shared machinery of the autoregressive priors (raster order over the code grid).
+
+A subclass supplies `build_net()`: an `nn.Module` whose `forward(codes, labels)` returns
+teacher-forced logits (N, K, h, w) and whose `stepper(n, labels)` returns a cached `Stepper`.
+This base class turns the logits into an exact `log_prob`, trains the net (`fit`), and samples
+either through the cache (default) or naively, one full forward per position.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from priors.base import CodeSet, Prior, PriorError, Progress, require
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training fields shared by every autoregressive prior; subclass Configs add the net."""
+
+    epochs: int = 10  # passes over the training grids; the best epoch on val is kept
+    batch_size: int = 32  # grids per optimisation step
+    lr: float = 1e-3  # peak AdamW learning rate, reached after the linear warm-up
+    min_lr_frac: float = 0.05  # cosine decay ends at lr * min_lr_frac
+    warmup_frac: float = 0.05  # share of all steps spent in linear warm-up from 0
+    weight_decay: float = 0.01  # AdamW decoupled weight decay
+    grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
+    eval_batch_size: int = 256  # grids per forward in log_prob and validation (memory only)
+
+    def __post_init__(self) -> None:
+        require(self.epochs >= 1, "epochs", self.epochs, ">= 1")
+        require(self.batch_size >= 1, "batch_size", self.batch_size, ">= 1")
+        require(self.lr > 0, "lr", self.lr, "> 0")
+        require(0 <= self.min_lr_frac <= 1, "min_lr_frac", self.min_lr_frac, "in [0, 1]")
+        require(0 <= self.warmup_frac < 1, "warmup_frac", self.warmup_frac, "in [0, 1)")
+        require(self.weight_decay >= 0, "weight_decay", self.weight_decay, ">= 0")
+        require(self.grad_clip >= 0, "grad_clip", self.grad_clip, ">= 0")
+        require(self.eval_batch_size >= 1, "eval_batch_size", self.eval_batch_size, ">= 1")
+
+
+class Stepper(Protocol):
+    """Incremental evaluation in raster order: `logits_at(i, j)` sees only codes written
+    (by `write`) at positions before (i, j)."""
+
+    def logits_at(self, i: int, j: int) -> Tensor: ...  # (n, K)
+    def write(self, i: int, j: int, codes: Tensor) -> None: ...  # codes (n,)
+
+
+class NaiveStepper:
+    """The reference path: one full teacher-forced forward per position."""
+
+    def __init__(self, net: nn.Module, codes: Tensor, labels: Tensor | None) -> None:
+        self.net, self.codes, self.labels = net, codes, labels  # codes (n, h, w), filled as we go
+
+    def logits_at(self, i: int, j: int) -> Tensor:
+        return self.net(self.codes, self.labels)[:, :, i, j]  # (n, K)
+
+    def write(self, i: int, j: int, codes: Tensor) -> None:
+        self.codes[:, i, j] = codes
+
+
+class CausalConv2d(nn.Module):
+    """A conv with explicit padding (left, right, top, bottom) and a fixed 0/1 kernel mask.
+
+    `forward` is the teacher-forced path; `at` computes one output position from a buffer that
+    holds the input already padded, which is what cached sampling updates position by position.
+    """
+
+    def __init__(self, c_in: int, c_out: int, kernel: tuple[int, int],
+                 pad: tuple[int, int, int, int], mask: Tensor) -> None:
+        super().__init__()
+        assert mask.shape == kernel
+        self.conv = nn.Conv2d(c_in, c_out, kernel)
+        self.pad = pad
+        self.register_buffer("mask", mask.float(), persistent=False)  # (kh, kw)
+
+    @classmethod
+    def raster(cls, c_in: int, c_out: int, k: int, kind: str) -> "CausalConv2d":
+        """k x k 'same' conv seeing raster-earlier positions; kind 'A' excludes the centre."""
+        mask = torch.ones(k, k)
+        mask[k // 2, k // 2 + (kind == "B"):] = 0
+        mask[k // 2 + 1:] = 0
+        return cls(c_in, c_out, (k, k), (k // 2, k // 2, k // 2, k // 2), mask)
+
+    def weight(self) -> Tensor:
+        return self.conv.weight * self.mask  # (c_out, c_in, kh, kw)
+
+    def forward(self, x: Tensor) -> Tensor:  # (N, c_in, h, w) -> (N, c_out, h, w)
+        return F.conv2d(F.pad(x, self.pad), self.weight(), self.conv.bias)
+
+    def new_buffer(self, n: int, grid: tuple[int, int], like: Tensor) -> Tensor:
+        left, right, top, bottom = self.pad
+        return like.new_zeros(n, self.conv.in_channels, grid[0] + top + bottom,
+                              grid[1] + left + right)  # (n, c_in, h + pads, w + pads)
+
+    def put(self, buf: Tensor, i: int, j: int, x: Tensor) -> None:
+        buf[:, :, i + self.pad[2], j + self.pad[0]] = x  # x (n, c_in)
+
+    def at(self, buf: Tensor, i: int, j: int) -> Tensor:  # -> (n, c_out)
+        kh, kw = self.mask.shape
+        patch = buf[:, :, i:i + kh, j:j + kw].reshape(buf.shape[0], -1)  # (n, c_in*kh*kw)
+        return F.linear(patch, self.weight().reshape(self.conv.out_channels, -1), self.conv.bias)
+
+    def row(self, buf: Tensor, i: int) -> Tensor:  # -> (n, c_out, w): output row i
+        return F.conv2d(buf[:, :, i:i + self.mask.shape[0]], self.weight(), self.conv.bias)[:, :, 0]
+
+
+def pointwise(layer: nn.Linear, x: Tensor) -> Tensor:
+    """A 1x1 conv as a Linear on the channel axis: (N, C, h, w) -> (N, C', h, w)."""
+    return layer(x.movedim(1, -1)).movedim(-1, 1)
+
+
+class AutoregressivePrior(Prior):
+    """Exact likelihood from teacher-forced logits; fit loop; cached and naive sampling."""
+
+    def __init__(self, config, *, num_codes: int, grid: tuple[int, int], num_classes: int = 0,
+                 codebook: Tensor | None = None, device: torch.device | str = "cpu") -> None:
+        super().__init__(config, num_codes=num_codes, grid=grid, num_classes=num_classes,
+                         codebook=codebook, device=device)
+        self.net = self.build_net().to(self.device).eval()
+
+    def build_net(self) -> nn.Module:
+        """The network: `forward(codes (N,h,w), labels) -> (N,K,h,w)`, `stepper(n, labels)`."""
+        raise NotImplementedError
+
+    # -- likelihood ----------------------------------------------------------------------------
+
+    def logits(self, codes: Tensor, labels: Tensor | None = None) -> Tensor:
+        """Teacher-forced logits (N, K, h, w): position (i, j) sees only codes before it."""
+        codes = self.check_codes(codes)
+        return self.net(codes, self.check_labels(labels, codes.shape[0]))
+
+    @torch.no_grad()
+    def log_prob(self, codes: Tensor, labels: Tensor | None = None) -> Tensor:
+        codes = self.check_codes(codes)
+        labels = self.check_labels(labels, codes.shape[0])
+        self.net.eval()
+        out = []
+        for s in range(0, codes.shape[0], self.config.eval_batch_size):
+            c = codes[s:s + self.config.eval_batch_size]
+            lab = None if labels is None else labels[s:s + self.config.eval_batch_size]
+            out.append(-self._nll(c, lab).double().sum(dim=(1, 2)))
+        return torch.cat(out) if out else codes.new_zeros(0, dtype=torch.float64)  # (N,) nats
+
+    def _nll(self, codes: Tensor, labels: Tensor | None) -> Tensor:
+        logits = self.net(codes, labels).float()  # (N, K, h, w)
+        return F.cross_entropy(logits, codes, reduction="none")  # (N, h, w) nats
+
+    # -- training ------------------------------------------------------------------------------
+
+    def fit(self, train: CodeSet, val: CodeSet, *, seed: int, progress: Progress) -> dict[str, float]:
+        if len(train) == 0 or len(val) == 0:
+            raise PriorError(f"fit needs non-empty train and val, got {len(train)} and {len(val)}")
+        forked = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=forked):  # init is seeded, global RNG untouched
+            torch.manual_seed(seed)
+            self.net = self.build_net().to(self.device)
+            return self._train(train, val, seed, progress)
+
+    def _train(self, train: CodeSet, val: CodeSet, seed: int, progress: Progress) -> dict[str, float]:
+        cfg = self.config
+        codes = self.check_codes(train.codes)
+        labels = self.check_labels(train.labels, len(train))
+        steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
+        opt = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lr_lambda(cfg, cfg.epochs * steps_per_epoch))
+        order = torch.Generator().manual_seed(seed)
+        best_nats, best_epoch, best_state = math.inf, -1, None
+        progress.start(f"fit {self.name}", total=cfg.epochs)
+        try:
+            for epoch in range(cfg.epochs):
+                self.net.train()
+                perm = torch.randperm(len(train), generator=order).to(self.device)
+                train_nats = sum(self._step(opt, sched, codes[idx],
+                                            None if labels is None else labels[idx])
+                                 for idx in perm.split(cfg.batch_size)) / steps_per_epoch
+                val_nats = self.mean_nats_per_code(val)
+                if val_nats < best_nats:
+                    best_nats, best_epoch = val_nats, epoch
+                    best_state = copy.deepcopy(self.net.state_dict())
+                progress.advance(1, loss=val_nats, train_loss=train_nats)
+        finally:
+            progress.stop()
+        self.net.load_state_dict(best_state)
+        self.net.eval()
+        return {"val_bits_per_code": best_nats / math.log(2), "best_epoch": float(best_epoch)}
+
+    def _step(self, opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LambdaLR,
+              codes: Tensor, labels: Tensor | None) -> float:
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            loss = self._nll(codes, labels).mean()  # nats / code
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.net.parameters(), self.config.grad_clip)
+        opt.step()
+        sched.step()
+        return float(loss.detach())
+
+    def mean_nats_per_code(self, split: CodeSet) -> float:
+        total = -self.log_prob(split.codes, split.labels).sum()
+        return float(total) / (len(split) * self.grid[0] * self.grid[1])
+
+    # -- sampling ------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def sample(self, n: int, *, generator: torch.Generator, labels: Tensor | None = None,
+               use_cache: bool = True) -> Tensor:
+        """(n, h, w) int64. `use_cache=False` runs one full forward per position (reference)."""
+        labels = self.check_labels(labels, n)
+        self.net.eval()
+        codes = torch.zeros(n, *self.grid, dtype=torch.int64, device=self.device)
+        stepper = self.net.stepper(n, labels) if use_cache else NaiveStepper(self.net, codes, labels)
+        return self._sample_loop(stepper, codes, generator, self.grid[0] * self.grid[1])
+
+    def _sample_loop(self, stepper: Stepper, codes: Tensor, generator: torch.Generator,
+                     n_positions: int) -> Tensor:
+        for p in range(n_positions):  # raster order; the first n_positions only (perf)
+            i, j = divmod(p, self.grid[1])
+            codes[:, i, j] = gumbel_argmax(stepper.logits_at(i, j), generator)
+            stepper.write(i, j, codes[:, i, j])
+        return codes
+
+    @torch.no_grad()
+    def stepwise_logits(self, codes: Tensor, labels: Tensor | None = None) -> Tensor:
+        """(N, K, h, w) logits of `codes` computed through the sampling cache, position by
+        position; equals `logits(codes)` up to float error (tested)."""
+        codes = self.check_codes(codes)
+        labels = self.check_labels(labels, codes.shape[0])
+        self.net.eval()
+        stepper = self.net.stepper(codes.shape[0], labels)
+        out = []
+        for i in range(self.grid[0]):
+            for j in range(self.grid[1]):
+                out.append(stepper.logits_at(i, j))
+                stepper.write(i, j, codes[:, i, j])
+        return torch.stack(out, dim=-1).unflatten(-1, self.grid)
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return {k: v.detach().clone() for k, v in self.net.state_dict().items()}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        self.net.load_state_dict(state)
+        self.net.eval()
+
+
+def lr_lambda(cfg: TrainConfig, total_steps: int):
+    warmup = max(1, round(cfg.warmup_frac * total_steps))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        t = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        return cfg.min_lr_frac + (1 - cfg.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * t))
+
+    return factor
+
+
+def gumbel_argmax(logits: Tensor, generator: torch.Generator) -> Tensor:
+    """(n, K) -> (n,) a draw from softmax(logits); noise comes from `generator` on its device."""
+    u = torch.rand(logits.shape, generator=generator, device=generator.device).to(logits.device)
+    return (logits.float() - torch.log(-torch.log(u))).argmax(dim=-1)
+
+
+def _timed(fn, device: torch.device) -> tuple[float, object]:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    out = fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - t0, out
+
+
+def sampling_speed(prior: AutoregressivePrior, n: int = 1, *, seed: int = 0,
+                   labels: Tensor | None = None,
+                   naive_positions: int | None = None) -> dict[str, float]:
+    """Cached vs naive sampling of n grids on the prior's grid and device (wall clock).
+
+    The naive path costs one full forward per position, so it may be timed on the first
+    `naive_positions` positions only and scaled to the grid (`naive_extrapolated` = 1).
+    `cost_forward_equivalents`: cached sampling time / one teacher-forced forward of n grids.
+    """
+    n_pos = prior.grid[0] * prior.grid[1]
+    m = n_pos if naive_positions is None else max(1, min(n_pos, naive_positions))
+    gen = lambda: torch.Generator(prior.device).manual_seed(seed)  # noqa: E731
+    labels = prior.check_labels(labels, n)
+    cached_s, cached = _timed(lambda: prior.sample(n, generator=gen(), labels=labels), prior.device)
+    with torch.no_grad():
+        codes = torch.zeros_like(cached)
+        naive_s, naive = _timed(lambda: prior._sample_loop(
+            NaiveStepper(prior.net, codes, labels), codes, gen(), m), prior.device)
+        prior.logits(cached, labels)  # warm-up
+        forward_s = min(_timed(lambda: prior.logits(cached, labels), prior.device)[0]
+                        for _ in range(3))
+    naive_s *= n_pos / m
+    same = torch.equal(cached.flatten(1)[:, :m], naive.flatten(1)[:, :m])
+    return {"n": float(n), "h": float(prior.grid[0]), "w": float(prior.grid[1]),
+            "cached_s": cached_s, "naive_s": naive_s, "speedup": naive_s / cached_s,
+            "forward_s": forward_s, "cost_forward_equivalents": cached_s / forward_s,
+            "naive_extrapolated": float(m < n_pos), "identical": float(same)}

@@ -1,0 +1,117 @@
+"""PixelCNN (van den Oord et al. 2016, "Pixel Recurrent Neural Networks") over code grids.
+
+Embedded codes -> masked 7x7 conv (type A: excludes the centre) -> residual blocks
+(1x1 down, masked 3x3 type B, 1x1 up) -> ReLU, 1x1, ReLU, 1x1 to K logits per position.
+The masked convs leave the known blind spot (up-right of the current position); see
+`gated-pixelcnn` for the fix. Cached sampling (Ramachandran et al. 2017): every layer keeps
+a padded buffer of its conv input, and each new position is computed at that one position
+per layer, since an output at (i, j) depends only on inputs at or before (i, j).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from priors.autoregressive import AutoregressivePrior, CausalConv2d, TrainConfig, pointwise
+from priors.base import check_preset, register_prior, require
+
+
+class ResidualBlock(nn.Module):
+    """x + up(ReLU(maskB3x3(ReLU(down(ReLU(x)))))), as in the paper's Figure 5."""
+
+    def __init__(self, channels: int, kernel: int) -> None:
+        super().__init__()
+        self.down = nn.Linear(channels, channels // 2)  # 1x1 conv
+        self.conv = CausalConv2d.raster(channels // 2, channels // 2, kernel, "B")
+        self.up = nn.Linear(channels // 2, channels)  # 1x1 conv
+
+    def inner(self, x: Tensor) -> Tensor:  # what the masked conv sees, any leading shape
+        return F.relu(self.down(F.relu(x)))
+
+    def forward(self, x: Tensor) -> Tensor:  # (N, C, h, w)
+        t = self.inner(x.movedim(1, -1)).movedim(-1, 1)  # (N, C/2, h, w)
+        return x + pointwise(self.up, F.relu(self.conv(t)))
+
+
+class PixelCNNNet(nn.Module):
+    def __init__(self, num_codes: int, grid: tuple[int, int], cfg: "PixelCNNPrior.Config") -> None:
+        super().__init__()
+        self.grid = grid
+        self.embed = nn.Embedding(num_codes, cfg.embed_dim)
+        self.conv_in = CausalConv2d.raster(cfg.embed_dim, cfg.channels, cfg.first_kernel, "A")
+        self.blocks = nn.ModuleList(ResidualBlock(cfg.channels, cfg.kernel)
+                                    for _ in range(cfg.n_blocks))
+        self.head = nn.Sequential(nn.ReLU(), nn.Linear(cfg.channels, cfg.head_dim), nn.ReLU(),
+                                  nn.Linear(cfg.head_dim, num_codes))
+
+    def forward(self, codes: Tensor, labels: Tensor | None = None) -> Tensor:
+        return self.from_embedding(self.embed(codes).movedim(-1, 1))  # (N, K, h, w)
+
+    def from_embedding(self, x: Tensor) -> Tensor:  # (N, E, h, w) -> (N, K, h, w)
+        x = self.conv_in(x)  # (N, C, h, w)
+        for block in self.blocks:
+            x = block(x)
+        return pointwise(self.head, x)
+
+    def stepper(self, n: int, labels: Tensor | None = None) -> "PixelCNNStepper":
+        return PixelCNNStepper(self, n)
+
+
+class PixelCNNStepper:
+    """Per-layer buffers of conv inputs; one position of every layer per step."""
+
+    def __init__(self, net: PixelCNNNet, n: int) -> None:
+        self.net = net
+        like = net.embed.weight
+        self.buf_in = net.conv_in.new_buffer(n, net.grid, like)  # (n, E, h+6, w+6)
+        self.bufs = [b.conv.new_buffer(n, net.grid, like) for b in net.blocks]  # (n, C/2, ..)
+
+    def logits_at(self, i: int, j: int) -> Tensor:
+        x = self.net.conv_in.at(self.buf_in, i, j)  # (n, C)
+        for block, buf in zip(self.net.blocks, self.bufs):
+            block.conv.put(buf, i, j, block.inner(x))
+            x = x + block.up(F.relu(block.conv.at(buf, i, j)))
+        return self.net.head(x)  # (n, K)
+
+    def write(self, i: int, j: int, codes: Tensor) -> None:
+        self.net.conv_in.put(self.buf_in, i, j, self.net.embed(codes))
+
+
+@register_prior("pixelcnn")
+class PixelCNNPrior(AutoregressivePrior):
+    @dataclass(frozen=True)
+    class Config(TrainConfig):
+        embed_dim: int = 32  # code embedding width fed to the first conv
+        channels: int = 64  # residual stream width (2h in the paper); blocks run at half
+        n_blocks: int = 6  # residual blocks of masked 3x3 convs after the 7x7 type-A conv
+        first_kernel: int = 7  # odd; the type-A conv that excludes the current position
+        kernel: int = 3  # odd; the type-B convs in the residual blocks
+        head_dim: int = 128  # hidden width of the 1x1 output head
+
+        def __post_init__(self) -> None:
+            super().__post_init__()
+            for name in ("embed_dim", "head_dim", "n_blocks"):
+                require(getattr(self, name) >= 1, name, getattr(self, name), ">= 1")
+            require(self.channels >= 2 and self.channels % 2 == 0, "channels", self.channels,
+                    "an even number >= 2")
+            for name in ("first_kernel", "kernel"):
+                k = getattr(self, name)
+                require(k >= 1 and k % 2 == 1, name, k, "odd and >= 1")
+
+    @classmethod
+    def preset(cls, preset: str) -> "PixelCNNPrior.Config":
+        check_preset(preset)
+        return {
+            "tiny": cls.Config(embed_dim=8, channels=16, n_blocks=2, head_dim=16, epochs=2,
+                               batch_size=8),
+            "quick": cls.Config(),
+            "full": cls.Config(embed_dim=64, channels=256, n_blocks=15, head_dim=512, epochs=60,
+                               batch_size=64, lr=5e-4),
+        }[preset]
+
+    def build_net(self) -> PixelCNNNet:
+        return PixelCNNNet(self.num_codes, self.grid, self.config)
