@@ -1,0 +1,61 @@
+"""Datasets: a spec string -> ImageDataset of uint8 splits, decoded once and cached.
+
+Specs: `mni` (embedded default), `oasis:PATH`, `adni:PATH`, `folder:PATH`, `nifti:PATH`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench.data import cache, mni
+from bench.data.base import RESOLUTIONS, SPLITS, DataConfig, ImageDataset, Split
+from bench.data.images import PREPROCESS_VERSION
+from bench.data.plan import Kind, Progress
+from bench.errors import DataError
+
+DATASET_KINDS: dict[str, Kind] = {k.name: k for k in (mni.KIND,)}
+
+__all__ = ["DATASET_KINDS", "RESOLUTIONS", "SPLITS", "DataConfig", "ImageDataset", "Split",
+           "load_dataset", "parse_spec"]
+
+
+def _available() -> str:
+    return ", ".join(kind.usage for kind in DATASET_KINDS.values())
+
+
+def parse_spec(spec: str) -> tuple[str, Path | None]:
+    """"adni:/data/AD_NC" -> ("adni", Path("/data/AD_NC")); "mni" -> ("mni", None)."""
+    name, sep, rest = spec.partition(":")
+    kind = DATASET_KINDS.get(name)
+    if kind is None:
+        raise DataError(f"unknown dataset {name!r}; available: {_available()}")
+    if kind.takes_path and not rest:
+        raise DataError(f"dataset {name!r} needs a path: {kind.usage}")
+    if not kind.takes_path and sep:
+        raise DataError(f"dataset {name!r} takes no path, got {spec!r}; use {kind.usage}")
+    return name, Path(rest).expanduser() if rest else None
+
+
+def fingerprint_of(spec: str, config: DataConfig) -> tuple[str, "object"]:
+    """(fingerprint, plan) of a spec, without decoding anything."""
+    name, path = parse_spec(spec)
+    kind = DATASET_KINDS[name]
+    plan = kind.plan(path, config)
+    key = {"kind": name, "preprocess": PREPROCESS_VERSION, "identity": plan.identity,
+           "config": {f: getattr(config, f) for f in kind.config_fields}}
+    return cache.fingerprint(key), plan
+
+
+def load_dataset(spec: str, config: DataConfig, *, cache_dir: Path,
+                 progress: Progress | None = None) -> ImageDataset:
+    """Decode `spec` once into `cache_dir/<fingerprint>/` and return its memory-mapped splits."""
+    fingerprint, plan = fingerprint_of(spec, config)
+    entry = Path(cache_dir) / fingerprint
+    built = cache.read(entry)
+    if built is None:
+        cache.write(entry, plan.build(progress))
+        built = cache.read(entry)
+        assert built is not None, f"cache entry {entry} unreadable right after writing"
+    return ImageDataset(spec=spec, kind=parse_spec(spec)[0], config=config,
+                        fingerprint=fingerprint, splits=built.splits,
+                        label_names=built.label_names, notes=plan.notes + built.notes)

@@ -1,0 +1,65 @@
+"""The uint8 cache: one .npy per split plus meta.json under cache_dir/<fingerprint>/.
+
+A cache entry is written into a temporary folder and renamed into place, so a reader sees a
+whole entry or none. Arrays come back memory-mapped read-only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from bench.data.base import SPLITS, Split
+from bench.data.plan import Built
+
+META = "meta.json"
+
+
+def fingerprint(key: object) -> str:
+    """Hex hash of a JSON-able key (sources, preprocessing version, config fields)."""
+    text = json.dumps(key, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def _split_meta(split: Split) -> dict:
+    labels = None if split.labels is None else [int(v) for v in split.labels]
+    return {"n": len(split), "subjects": [str(s) for s in split.subjects], "labels": labels}
+
+
+def write(entry: Path, built: Built) -> None:
+    """Write `built` as the cache entry folder `entry`, atomically (temp folder + rename)."""
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}-", dir=entry.parent))
+    try:
+        for name in SPLITS:
+            np.save(tmp / f"{name}.npy", np.ascontiguousarray(built.splits[name].images))
+        meta = {"label_names": list(built.label_names), "notes": list(built.notes),
+                "splits": {name: _split_meta(built.splits[name]) for name in SPLITS}}
+        (tmp / META).write_text(json.dumps(meta))
+        os.rename(tmp, entry)
+    except OSError:
+        if not (entry / META).exists():  # a concurrent writer that won the rename is fine
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def read(entry: Path) -> Built | None:
+    """The cache entry as memory-mapped splits, or None when there is none."""
+    try:
+        meta = json.loads((entry / META).read_text())
+    except (OSError, ValueError):
+        return None
+    splits = {}
+    for name in SPLITS:
+        info = meta["splits"][name]
+        images = np.load(entry / f"{name}.npy", mmap_mode="r")
+        labels = None if info["labels"] is None else np.asarray(info["labels"], np.int64)
+        splits[name] = Split(images, np.asarray(info["subjects"], dtype=str), labels)
+    return Built(splits, tuple(meta["label_names"]), tuple(meta["notes"]))
