@@ -84,7 +84,7 @@ def train_vqvae(model: VQVAE, images: np.ndarray, cfg: TrainConfig, *, device: t
                 opt.step()
                 sched.step()
                 seen += len(idx)
-                recon = float(rec)
+                recon = float(rec.detach())
                 progress.advance(1, mse=recon)
     finally:
         progress.stop()
