@@ -7,13 +7,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.data import cache, mni
+from bench.data import adni, cache, folder, mni, nifti, oasis
 from bench.data.base import RESOLUTIONS, SPLITS, DataConfig, ImageDataset, Split
 from bench.data.images import PREPROCESS_VERSION
 from bench.data.plan import Kind, Progress
 from bench.errors import DataError
 
-DATASET_KINDS: dict[str, Kind] = {k.name: k for k in (mni.KIND,)}
+DATASET_KINDS: dict[str, Kind] = {k.name: k for k in (mni.KIND, oasis.KIND, adni.KIND,
+                                                      folder.KIND, nifti.KIND)}
 
 __all__ = ["DATASET_KINDS", "RESOLUTIONS", "SPLITS", "DataConfig", "ImageDataset", "Split",
            "load_dataset", "parse_spec"]

@@ -1,0 +1,253 @@
+"""What the file-based kinds share: listing, subject splits, bad-file reports, threaded decoding.
+
+A layout module (oasis, adni, folder, nifti) only says which file goes to which split, subject
+and label; everything from identity to assembled uint8 splits happens here, the same way.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from bench.data.base import SPLITS, DataConfig, Split
+from bench.data.images import IMAGE_SUFFIXES, Decoded
+from bench.data.plan import Built, Plan, Progress, require_nonempty, seeded_rank
+from bench.errors import DataError
+
+Decoder = Callable[[Path, int], Decoded]
+Problem = tuple[Path, str]  # (file, why it cannot be used)
+LISTED = 20  # files named in a skipped-files note; the count is always complete
+ADVANCE_EVERY = 64  # decoded files per progress update
+_NUMBERED = re.compile(r"^(.+?)_(?:slice_?)?\d+$", re.IGNORECASE)  # <subject>_<n>, <subject>_slice_<n>
+
+
+@dataclass(frozen=True)
+class Source:
+    path: Path
+    split: str  # one of SPLITS
+    subject: str  # no subject is in two splits
+    label: int = -1  # index into Layout.label_names, -1 when unlabelled
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A scanned dataset folder: no file has been opened yet."""
+
+    where: str  # the spec, for messages
+    root: Path
+    sources: tuple[Source, ...]
+    rejected: tuple[Problem, ...] = ()  # non-image files found among the images
+    label_names: tuple[str, ...] = ()
+    one_size: bool = False  # the layout promises a single image size
+    notes: tuple[str, ...] = ()
+    hint: str = "add images of that split"  # what to do about an empty split
+
+
+def require_dir(path: Path | None, where: str) -> Path:
+    if path is None or not path.exists():
+        raise DataError(f"{where}: path {path} does not exist")
+    if not path.is_dir():
+        raise DataError(f"{where}: {path} is a file; expected a folder")
+    return path
+
+
+def subfolders(root: Path, depth: int) -> list[str]:
+    """Relative posix names of the folders exactly `depth` levels below root, sorted."""
+    level = [root]
+    for _ in range(depth):
+        level = [d for parent in level for d in sorted(parent.iterdir()) if d.is_dir()]
+    return [d.relative_to(root).as_posix() for d in level]
+
+
+def require_folders(root: Path, expected: Iterable[str], where: str, depth: int) -> list[str]:
+    """DataError naming expected and found folders unless all `expected` exist; returns extras."""
+    expected, found = list(expected), subfolders(root, depth)
+    missing = [e for e in expected if e not in found]
+    if missing:
+        raise DataError(f"{where}: expected folders {', '.join(expected)}; missing "
+                        f"{', '.join(missing)}; found: {', '.join(found) or 'none'}")
+    return [f for f in found if f not in expected]
+
+
+def list_files(folder: Path, accept: Callable[[str], bool], reason: str,
+               recursive: bool = False) -> tuple[list[Path], list[Problem]]:
+    """(accepted files, rejected entries) of a folder, sorted; rejected gets `reason`."""
+    entries = sorted(folder.rglob("*") if recursive else folder.iterdir())
+    files, rejected = [], []
+    for p in entries:
+        if p.is_dir():
+            if not recursive:
+                rejected.append((p, "a folder among the images"))
+        elif accept(p.name.lower()):
+            files.append(p)
+        else:
+            rejected.append((p, reason))
+    return files, rejected
+
+
+def is_image(name: str) -> bool:
+    return name.lower().endswith(IMAGE_SUFFIXES)
+
+
+def subject_key(path: Path) -> str:
+    """The subject of an image file, by its name. The stem (name without its extension and a
+    trailing `.nii`) is `<subject>_<n>` or `<subject>_slice_<n>` with n digits: subject is the
+    part before; any other stem is its own subject (one file = one subject).
+    `218391_78.jpeg` -> `218391`, `case_001_slice_0.nii.png` -> `case_001`, `scan.png` -> `scan`."""
+    stem = path.name[: -len(path.suffix)] if path.suffix else path.name
+    stem = stem[:-4] if stem.lower().endswith(".nii") else stem
+    match = _NUMBERED.match(stem)
+    return match.group(1) if match else stem
+
+
+def share(n: int, fraction: float) -> int:
+    """How many of n subjects a fraction takes: at least one when it is positive."""
+    return 0 if fraction <= 0 or n == 0 else min(n, max(1, round(n * fraction)))
+
+
+def ranked(subjects: Iterable[str], seed: int) -> list[str]:
+    """Distinct subjects in a seeded, stable pseudo-random order (a seeded hash of each key)."""
+    return sorted(set(subjects), key=lambda s: seeded_rank(s, seed))
+
+
+def hash_split(subjects: Iterable[str], config: DataConfig) -> dict[str, str]:
+    """subject -> split: the first test_fraction of the seeded ranking is test, the next
+    val_fraction is val, the rest train."""
+    order = ranked(subjects, config.seed)
+    n_test, n_val = share(len(order), config.test_fraction), share(len(order), config.val_fraction)
+    return {s: "test" if i < n_test else "val" if i < n_test + n_val else "train"
+            for i, s in enumerate(order)}
+
+
+def check_subjects(sources: Iterable[Source], where: str, label_names: tuple[str, ...]) -> None:
+    """DataError when a subject is in two splits or carries two labels."""
+    splits, labels, example = defaultdict(set), defaultdict(set), {}
+    for s in sources:
+        splits[s.subject].add(s.split)
+        labels[s.subject].add(s.label)
+        example.setdefault((s.subject, s.split, s.label), s.path)
+    for subject in splits:
+        for what, seen in (("splits", splits[subject]), ("labels", labels[subject])):
+            if len(seen) > 1:
+                paths = [str(p) for (subj, _, _), p in example.items() if subj == subject]
+                names = sorted(label_names[v] if what == "labels" else v for v in seen)
+                raise DataError(f"{where}: subject {subject!r} is in two {what} "
+                                f"({', '.join(names)}): {', '.join(paths[:4])}")
+
+
+def report_bad(problems: list[Problem], what: str, where: str, skip_bad: bool) -> tuple[str, ...]:
+    """Raise a one-line DataError naming the files, or (skip_bad) a note counting and listing
+    them. Nothing is dropped without a word."""
+    if not problems:
+        return ()
+    listed = "; ".join(f"{p} ({why})" for p, why in problems[:LISTED])
+    more = f"; and {len(problems) - LISTED} more" if len(problems) > LISTED else ""
+    if not skip_bad:
+        raise DataError(f"{len(problems)} {what} in {where}: {listed}{more}; "
+                        f"remove or fix them, or pass --skip-bad to skip them")
+    return (f"skipped {len(problems)} {what}: {listed}{more}",)
+
+
+def identity(layout: Layout) -> dict:
+    """What the cache key needs: every file's size and mtime, and where it went."""
+    rows = []
+    for s in layout.sources:
+        st = s.path.stat()
+        rows.append([s.path.relative_to(layout.root).as_posix(), st.st_size, st.st_mtime_ns,
+                     s.split, s.subject, s.label])
+    return {"files": rows, "labels": list(layout.label_names), "one_size": layout.one_size}
+
+
+def decode_all(sources: tuple[Source, ...], decode: Decoder, resolution: int,
+               progress: Progress | None, description: str) -> list[Decoded | str]:
+    """Decode every source in a thread pool (PIL and numpy release the GIL). A file that fails
+    gives its one-line reason instead of a Decoded."""
+    def one(source: Source) -> Decoded | str:
+        try:
+            return decode(source.path, resolution)
+        except Exception as e:  # noqa: BLE001 - any decoder failure is reported per file
+            return " ".join(f"{type(e).__name__}: {e}".split())
+
+    if progress is not None:
+        progress.start(description, len(sources))
+    results: list[Decoded | str] = []
+    try:
+        with ThreadPoolExecutor(max_workers=min(8, 2 * (os.cpu_count() or 1))) as pool:
+            for result in pool.map(one, sources, chunksize=16):
+                results.append(result)
+                if progress is not None and len(results) % ADVANCE_EVERY == 0:
+                    progress.advance(ADVANCE_EVERY)
+        if progress is not None:
+            progress.advance(len(results) % ADVANCE_EVERY)
+    finally:
+        if progress is not None:
+            progress.stop()
+    return results
+
+
+def _size_problems(decoded: list[tuple[Source, Decoded]]) -> list[Problem]:
+    sizes = Counter(d.size for _, d in decoded)
+    if len(sizes) <= 1:
+        return []
+    common = "x".join(map(str, sizes.most_common(1)[0][0]))
+    return [(s.path, f"{'x'.join(map(str, d.size))}, expected {common} like "
+                     f"{sizes.most_common(1)[0][1]} others") for s, d in decoded
+            if d.size != sizes.most_common(1)[0][0]]
+
+
+def _conversion_notes(decoded: list[tuple[Source, Decoded]], where: str) -> tuple[str, ...]:
+    found = defaultdict(list)
+    for s, d in decoded:
+        if d.conversion:
+            found[d.conversion].append(s.path)
+    return tuple(f"{where}: converted {len(paths)} images {conversion}, e.g. {paths[0]}"
+                 for conversion, paths in sorted(found.items()))
+
+
+def assemble(decoded: list[tuple[Source, Decoded]], labelled: bool) -> dict[str, Split]:
+    """Stack the decoded images of each split, subjects and labels repeated per image."""
+    splits = {}
+    for name in SPLITS:
+        mine = [(s, d) for s, d in decoded if s.split == name]
+        images = [d.images for _, d in mine]
+        counts = [len(d.images) for _, d in mine]
+        subjects = np.repeat(np.asarray([s.subject for s, _ in mine], dtype=str), counts)
+        labels = np.repeat(np.asarray([s.label for s, _ in mine], np.int64), counts)
+        stacked = np.concatenate(images) if images else np.zeros((0, 1, 1), np.uint8)
+        splits[name] = Split(stacked, subjects, labels if labelled else None)
+    return splits
+
+
+def build(layout: Layout, config: DataConfig, decode: Decoder,
+          progress: Progress | None) -> Built:
+    """Decode, validate, assemble: the cache miss path of every file-based kind."""
+    results = decode_all(layout.sources, decode, config.resolution, progress,
+                         f"decoding {layout.where}")
+    unreadable = [(s.path, r) for s, r in zip(layout.sources, results) if isinstance(r, str)]
+    notes = report_bad(unreadable, "unusable files", layout.where, config.skip_bad)
+    decoded = [(s, r) for s, r in zip(layout.sources, results) if not isinstance(r, str)]
+    if layout.one_size:
+        odd = _size_problems(decoded)
+        notes += report_bad(odd, "images of another size", layout.where, config.skip_bad)
+        decoded = [(s, d) for s, d in decoded if s.path not in {p for p, _ in odd}]
+    splits = assemble(decoded, labelled=bool(layout.label_names))
+    require_nonempty({k: len(v) for k, v in splits.items()}, layout.where,
+                     "all of its files were skipped")
+    return Built(splits, layout.label_names, notes + _conversion_notes(decoded, layout.where))
+
+
+def plan(layout: Layout, config: DataConfig, decode: Decoder) -> Plan:
+    """The Plan of a scanned layout: checks that need no decoding happen here, before the cache."""
+    notes = layout.notes + report_bad(list(layout.rejected), "non-image files", layout.where,
+                                      config.skip_bad)
+    check_subjects(layout.sources, layout.where, layout.label_names)
+    require_nonempty(Counter(s.split for s in layout.sources), layout.where, layout.hint)
+    return Plan(identity(layout), lambda progress: build(layout, config, decode, progress),
+                notes)
