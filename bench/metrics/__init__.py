@@ -1,0 +1,11 @@
+"""Metrics as pure functions: tensors or feature matrices in, numbers out. No I/O."""
+
+from bench.metrics.codes import bits_per_code, code_histogram, distinct_codes, js_divergence, perplexity
+from bench.metrics.distribution import frechet_distance, kid, precision_recall
+from bench.metrics.image import diversity, memorisation, nn_ssim, psnr, ssim, ssim_matrix
+
+__all__ = [
+    "ssim", "psnr", "ssim_matrix", "nn_ssim", "memorisation", "diversity",
+    "frechet_distance", "kid", "precision_recall",
+    "code_histogram", "perplexity", "distinct_codes", "js_divergence", "bits_per_code",
+]
