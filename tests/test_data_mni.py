@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from bench.data import DataConfig, load_dataset, mni, parse_spec
 from bench.data.images import axial_view
+from bench.data.mni_augment import generate_split, seeded_generator
 from bench.errors import DataError
 
 CONFIG = DataConfig(resolution=32, mni_sizes=(40, 8, 12))
@@ -77,11 +77,12 @@ def test_assign_blocks_is_disjoint_complete_and_seeded():
 
 
 def test_generation_is_seeded():
-    slices = torch.rand(6, 1, 16, 16)
-    allowed = np.arange(6)
-    first = mni.generate_split(slices, allowed, 10, torch.Generator().manual_seed(1), None)
-    same = mni.generate_split(slices, allowed, 10, torch.Generator().manual_seed(1), None)
-    other = mni.generate_split(slices, allowed, 10, torch.Generator().manual_seed(2), None)
+    slices, allowed = np.random.default_rng(0).random((6, 16, 16)), np.arange(6)
+
+    def draw(key):
+        return generate_split(slices, allowed, 10, seeded_generator(key), mni.AUGMENT, None)
+
+    first, same, other = draw("a"), draw("a"), draw("b")
     assert np.array_equal(first[0], same[0]) and np.array_equal(first[1], same[1])
     assert not np.array_equal(first[0], other[0])
 

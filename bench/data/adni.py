@@ -39,8 +39,8 @@ def scan(path: Path | None, config: DataConfig) -> files.Layout:
         split, label = folder.split("/")
         found, bad = files.list_files(root / folder, files.is_image, "not an image file")
         rejected += bad
-        sources += [files.Source(p, split, files.subject_key(p), LABELS.index(label))
-                    for p in found]
+        sources += [files.Source.of(f, split, files.subject_key(f.path), LABELS.index(label))
+                    for f in found]
     notes = (f"{where}: ignored folders {', '.join(extra)}",) if extra else ()
     return files.Layout(where, root, tuple(carve_val(sources, config)), tuple(rejected),
                         LABELS, one_size=True, notes=notes,

@@ -12,7 +12,7 @@ from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator, NamedTuple
 
 import numpy as np
 
@@ -28,12 +28,26 @@ ADVANCE_EVERY = 64  # decoded files per progress update
 _NUMBERED = re.compile(r"^(.+?)_(?:slice_?)?\d+$", re.IGNORECASE)  # <subject>_<n>, <subject>_slice_<n>
 
 
+class Found(NamedTuple):
+    """A listed file and what identifies its content for the cache key."""
+
+    path: Path
+    size: int  # bytes
+    mtime_ns: int
+
+
 @dataclass(frozen=True)
 class Source:
     path: Path
     split: str  # one of SPLITS
     subject: str  # no subject is in two splits
     label: int = -1  # index into Layout.label_names, -1 when unlabelled
+    size: int = 0  # bytes, with mtime_ns the file's identity in the cache key
+    mtime_ns: int = 0
+
+    @classmethod
+    def of(cls, found: Found, split: str, subject: str, label: int = -1) -> "Source":
+        return cls(found.path, split, subject, label, found.size, found.mtime_ns)
 
 
 @dataclass(frozen=True)
@@ -76,20 +90,31 @@ def require_folders(root: Path, expected: Iterable[str], where: str, depth: int)
     return [f for f in found if f not in expected]
 
 
-def list_files(folder: Path, accept: Callable[[str], bool], reason: str,
-               recursive: bool = False) -> tuple[list[Path], list[Problem]]:
-    """(accepted files, rejected entries) of a folder, sorted; rejected gets `reason`."""
-    entries = sorted(folder.rglob("*") if recursive else folder.iterdir())
-    files, rejected = [], []
-    for p in entries:
-        if p.is_dir():
-            if not recursive:
-                rejected.append((p, "a folder among the images"))
-        elif accept(p.name.lower()):
-            files.append(p)
+def _scan(folder: Path, recursive: bool) -> Iterator[os.DirEntry]:
+    """Entries of a folder sorted by name (os.scandir: one stat per file, no Path objects)."""
+    with os.scandir(folder) as it:
+        entries = sorted(it, key=lambda e: e.name)
+    for entry in entries:
+        if recursive and entry.is_dir():
+            yield from _scan(Path(entry.path), recursive)
         else:
-            rejected.append((p, reason))
-    return files, rejected
+            yield entry
+
+
+def list_files(folder: Path, accept: Callable[[str], bool], reason: str,
+               recursive: bool = False) -> tuple[list[Found], list[Problem]]:
+    """(accepted files, rejected entries) of a folder, sorted; rejected gets `reason`.
+    `accept` sees the lower-cased file name."""
+    found, rejected = [], []
+    for entry in _scan(folder, recursive):
+        if entry.is_dir():
+            rejected.append((Path(entry.path), "a folder among the images"))
+        elif accept(entry.name.lower()):
+            st = entry.stat()
+            found.append(Found(Path(entry.path), st.st_size, st.st_mtime_ns))
+        else:
+            rejected.append((Path(entry.path), reason))
+    return found, rejected
 
 
 def is_image(name: str) -> bool:
@@ -157,11 +182,9 @@ def report_bad(problems: list[Problem], what: str, where: str, skip_bad: bool) -
 
 def identity(layout: Layout) -> dict:
     """What the cache key needs: every file's size and mtime, and where it went."""
-    rows = []
-    for s in layout.sources:
-        st = s.path.stat()
-        rows.append([s.path.relative_to(layout.root).as_posix(), st.st_size, st.st_mtime_ns,
-                     s.split, s.subject, s.label])
+    start = len(str(layout.root)) + 1  # listed paths are root-joined strings
+    rows = [[str(s.path)[start:], s.size, s.mtime_ns, s.split, s.subject, s.label]
+            for s in layout.sources]
     return {"files": rows, "labels": list(layout.label_names), "one_size": layout.one_size}
 
 

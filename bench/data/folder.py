@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Callable
 
 from bench.data import files
 from bench.data.base import DataConfig
@@ -17,12 +18,12 @@ from bench.data.images import IMAGE_SUFFIXES, decode_image
 from bench.data.plan import Kind, Plan
 
 
-def hash_layout(where: str, root: Path, found: list[Path], rejected: list[files.Problem],
-                subject_of, config: DataConfig) -> files.Layout:
+def hash_layout(where: str, root: Path, found: list[files.Found], rejected: list[files.Problem],
+                subject_of: Callable[[Path], str], config: DataConfig) -> files.Layout:
     """A layout whose splits come from a seeded hash of each file's subject key."""
-    subjects = [subject_of(p) for p in found]
+    subjects = [subject_of(f.path) for f in found]
     split_of = files.hash_split(subjects, config)
-    sources = [files.Source(p, split_of[s], s) for p, s in zip(found, subjects)]
+    sources = [files.Source.of(f, split_of[s], s) for f, s in zip(found, subjects)]
     hint = (f"{len(split_of)} subjects found in {root} are too few for train/val/test "
             f"with test_fraction={config.test_fraction}, val_fraction={config.val_fraction}")
     return replace(files.Layout(where, root, tuple(sources), tuple(rejected)), hint=hint)

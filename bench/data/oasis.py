@@ -31,7 +31,8 @@ def scan(path: Path | None, config: DataConfig) -> files.Layout:
         found, bad = files.list_files(root / folder, lambda name: bool(NAME.match(name)),
                                       "name is not case_<NNN>_slice_<S>.nii.png")
         rejected += bad
-        sources += [files.Source(p, split, NAME.match(p.name.lower()).group(1)) for p in found]
+        sources += [files.Source.of(f, split, NAME.match(f.path.name.lower()).group(1))
+                    for f in found]
     ignored = [e for e in extra if not e.startswith("keras_png_slices_seg")]
     notes = (f"{where}: ignored folders {', '.join(ignored)}",) if ignored else ()
     return files.Layout(where, root, tuple(sources), tuple(rejected), one_size=True, notes=notes,
