@@ -216,3 +216,10 @@ def test_a_changed_file_changes_the_fingerprint(tmp_path):
     path = root / "group0" / "sub00_0.png"
     os.utime(path, ns=(1, 1))
     assert fingerprint_of(f"folder:{root}", CONFIG)[0] != before
+
+
+def test_a_damaged_cache_entry_is_an_error_not_a_silent_rebuild(tmp_path):
+    ds = load(f"oasis:{make_oasis(tmp_path / 'd')}", tmp_path)
+    (tmp_path / "cache" / ds.fingerprint / "val.npy").unlink()
+    with pytest.raises(DataError, match=rf"cache entry .*{ds.fingerprint} is damaged .*delete"):
+        load(f"oasis:{tmp_path / 'd'}", tmp_path)

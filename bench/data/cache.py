@@ -17,6 +17,7 @@ import numpy as np
 
 from bench.data.base import SPLITS, Split
 from bench.data.plan import Built
+from bench.errors import DataError
 
 META = "meta.json"
 
@@ -54,12 +55,17 @@ def read(entry: Path) -> Built | None:
     """The cache entry as memory-mapped splits, or None when there is none."""
     try:
         meta = json.loads((entry / META).read_text())
-    except (OSError, ValueError):
+    except FileNotFoundError:
         return None
+    except (OSError, ValueError) as e:
+        raise DataError(f"cache entry {entry} is damaged ({e}); delete that folder") from None
     splits = {}
     for name in SPLITS:
         info = meta["splits"][name]
-        images = np.load(entry / f"{name}.npy", mmap_mode="r")
+        try:
+            images = np.load(entry / f"{name}.npy", mmap_mode="r")
+        except (OSError, ValueError) as e:
+            raise DataError(f"cache entry {entry} is damaged ({e}); delete that folder") from None
         labels = None if info["labels"] is None else np.asarray(info["labels"], np.int64)
         splits[name] = Split(images, np.asarray(info["subjects"], dtype=str), labels)
     return Built(splits, tuple(meta["label_names"]), tuple(meta["notes"]))

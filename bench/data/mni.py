@@ -9,6 +9,8 @@ Every image is a fresh draw of affine + elastic warp, bias field, gamma and Rici
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
+import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,13 +40,27 @@ class Augment:
 
 
 AUGMENT = Augment()
+TEMPLATE = "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"  # what nilearn loads as MNI152
+
+
+def template_path() -> Path:
+    """The template file inside the installed nilearn wheel, found without importing nilearn
+    (its import pulls in scikit-learn and pandas: seconds on a loaded machine)."""
+    spec = importlib.util.find_spec("nilearn")
+    path = Path(spec.origin).parent / "datasets" / "data" / TEMPLATE if spec and spec.origin else None
+    if path is None or not path.is_file():
+        raise DataError(f"mni: the MNI152 template {TEMPLATE} is missing from the nilearn "
+                        f"install; reinstall nilearn (pip install 'nilearn>=0.10')")
+    return path
 
 
 def template_slices(resolution: int, augment: Augment = AUGMENT) -> tuple[np.ndarray, np.ndarray]:
-    """(z positions (S,), slices (S, R, R) float32 in [0, 1]) of the template's brain band."""
-    from nilearn.datasets import load_mni152_template  # slow import, only on a cache miss
+    """(z positions (S,), slices (S, R, R) float32 in [0, 1]) of the template's brain band.
+    Same voxels as nilearn's load_mni152_template(resolution=1): the file scaled by its max."""
+    import nibabel as nib
 
-    volume = np.asarray(load_mni152_template(resolution=1).get_fdata(), np.float32)  # RAS
+    volume = np.asarray(nib.load(template_path()).get_fdata(), np.float32)  # RAS, 1 mm
+    volume /= volume.max()
     zs = brain_slices(volume, augment.min_area_fraction)
     slices = [square_resize(axial_view(volume, int(z)), resolution) for z in zs]
     return zs, np.clip(np.stack(slices), 0, 1)
@@ -89,9 +105,7 @@ def build(config: DataConfig, progress: Progress | None) -> Built:
 
 
 def plan(path: Path | None, config: DataConfig) -> Plan:
-    import nilearn  # the template ships with it: its version identifies the source
-
-    identity = {"template": "MNI152 2009a T1 1mm", "nilearn": nilearn.__version__,
+    identity = {"template": TEMPLATE, "nilearn": importlib.metadata.version("nilearn"),
                 "augment": dataclasses.asdict(AUGMENT)}
     return Plan(identity, lambda progress: build(config, progress))
 
