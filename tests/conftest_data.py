@@ -55,7 +55,8 @@ def make_folder(root: Path, subjects: int = 10, slices: int = 2) -> Path:
     """A nested tree of numbered PNG slices of various sizes."""
     for s in range(subjects):
         for i in range(slices):
-            write_image(root / f"group{s % 2}" / f"sub{s:02d}_{i}.png", (20 + 2 * s, 16), seed=s + i)
+            path = root / f"group{s % 2}" / f"sub{s:02d}_{i}.png"
+            write_image(path, (20 + 2 * s, 16), seed=s + i)
     return root
 
 

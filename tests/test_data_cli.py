@@ -16,8 +16,9 @@ runner = CliRunner()
 def test_inspect_reports_counts_subjects_and_writes_a_montage(tmp_path):
     root = make_adni(tmp_path / "d", train=5, test=2)
     montage = tmp_path / "m.png"
-    result = runner.invoke(data_app, ["inspect", f"adni:{root}", "--resolution", "32",
-                                      "--cache-dir", str(tmp_path / "c"), "--montage", str(montage)])
+    args = ["inspect", f"adni:{root}", "--resolution", "32", "--cache-dir", str(tmp_path / "c"),
+            "--montage", str(montage)]
+    result = runner.invoke(data_app, args)
     assert result.exit_code == 0, result.output
     rows = [line.replace("│", " ").split() for line in result.stdout.splitlines()]
     lines = {row[0]: row[1:5] for row in rows if row[:1] in (["train"], ["val"], ["test"])}

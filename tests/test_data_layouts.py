@@ -101,11 +101,13 @@ def test_nifti_slices_contain_brain_and_4d_with_one_frame_is_3d(tmp_path):
     assert all(np.asarray(s.images).max() == 255 for s in ds.splits.values())
 
 
-@pytest.mark.parametrize("shape, match", [((12, 14), "2-D volume"), ((12, 14, 10, 2), "4-D volume")])
+@pytest.mark.parametrize("shape, match", [((12, 14), "2-D volume"),
+                                          ((12, 14, 10, 2), "4-D volume")])
 def test_nifti_2d_or_4d_names_the_file(tmp_path, shape, match):
     root = make_nifti(tmp_path / "d")
     write_volume(root / "bad.nii.gz", shape)
-    with pytest.raises(DataError, match=rf"1 unusable files in nifti:.*bad\.nii\.gz \(ValueError: {match}"):
+    with pytest.raises(DataError,
+                       match=rf"1 unusable files in nifti:.*bad\.nii\.gz \(ValueError: {match}"):
         load(f"nifti:{root}", tmp_path)
 
 
@@ -128,7 +130,8 @@ def test_adni_wrong_layout_says_expected_and_found(tmp_path):
     write_image(root / "train" / "AD" / "1_1.jpeg")
     write_image(root / "training" / "NC" / "2_1.jpeg")
     with pytest.raises(DataError, match=r"expected folders train/AD, train/NC, test/AD, test/NC; "
-                                        r"missing train/NC, test/AD, test/NC; found: train/AD, training/NC"):
+                                        r"missing train/NC, test/AD, test/NC; "
+                                        r"found: train/AD, training/NC"):
         load(f"adni:{root}", tmp_path)
 
 

@@ -25,7 +25,8 @@ Decoder = Callable[[Path, int], Decoded]
 Problem = tuple[Path, str]  # (file, why it cannot be used)
 LISTED = 20  # files named in a skipped-files note; the count is always complete
 ADVANCE_EVERY = 64  # decoded files per progress update
-_NUMBERED = re.compile(r"^(.+?)_(?:slice_?)?\d+$", re.IGNORECASE)  # <subject>_<n>, <subject>_slice_<n>
+# <subject>_<n> or <subject>_slice_<n>; lazy, so the shortest subject that fits wins
+_NUMBERED = re.compile(r"^(.+?)_(?:slice_?)?\d+$", re.IGNORECASE)
 
 
 class Found(NamedTuple):

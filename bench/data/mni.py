@@ -47,7 +47,8 @@ def template_path() -> Path:
     """The template file inside the installed nilearn wheel, found without importing nilearn
     (its import pulls in scikit-learn and pandas: seconds on a loaded machine)."""
     spec = importlib.util.find_spec("nilearn")
-    path = Path(spec.origin).parent / "datasets" / "data" / TEMPLATE if spec and spec.origin else None
+    origin = Path(spec.origin) if spec and spec.origin else None
+    path = origin.parent / "datasets" / "data" / TEMPLATE if origin else None
     if path is None or not path.is_file():
         raise DataError(f"mni: the MNI152 template {TEMPLATE} is missing from the nilearn "
                         f"install; reinstall nilearn (pip install 'nilearn>=0.10')")
