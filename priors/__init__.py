@@ -14,7 +14,7 @@ from priors.base import (
     get_prior,
     register_prior,
 )
-from priors import pixelcnn, uniform, unigram  # noqa: F401  (registers)
+from priors import gated_pixelcnn, pixelcnn, uniform, unigram  # noqa: F401  (registers)
 
 __all__ = [
     "ENTRY_POINT_GROUP", "PRESETS", "REGISTRY", "CodeSet", "NoLikelihoodError", "NullProgress",

@@ -51,7 +51,8 @@ class PixelCNNNet(nn.Module):
     def forward(self, codes: Tensor, labels: Tensor | None = None) -> Tensor:
         return self.from_embedding(self.embed(codes).movedim(-1, 1))  # (N, K, h, w)
 
-    def from_embedding(self, x: Tensor) -> Tensor:  # (N, E, h, w) -> (N, K, h, w)
+    def from_embedding(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
+        # (N, E, h, w) -> (N, K, h, w); unconditional: labels are ignored
         x = self.conv_in(x)  # (N, C, h, w)
         for block in self.blocks:
             x = block(x)

@@ -1,0 +1,182 @@
+"""Gated PixelCNN (van den Oord et al. 2016, "Conditional Image Generation with PixelCNN
+Decoders") over code grids.
+
+Two stacks remove PixelCNN's blind spot: the vertical stack sees whole rows above (a
+(k//2+1) x k kernel covering rows i-k//2..i, shifted down one row before it feeds the
+horizontal stack), the horizontal stack sees the current row left of the position (1 x
+(k//2+1) kernel; the first layer excludes the position itself). Units are gated,
+tanh(a) * sigmoid(b); the horizontal stack has residual and skip connections; an optional
+learned class embedding is added to every gate (`conditional`).
+
+Cached sampling (Ramachandran et al. 2017): when a row is complete, the vertical stack is
+computed for that row only (one row-conv per layer); at each position, the horizontal stack is
+computed at that position only. Every layer keeps padded buffers of its conv inputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from priors.autoregressive import AutoregressivePrior, CausalConv2d, TrainConfig, pointwise
+from priors.base import check_preset, register_prior, require
+
+
+def gate(x: Tensor, dim: int) -> Tensor:  # (.., 2C, ..) -> (.., C, ..)
+    a, b = x.chunk(2, dim=dim)
+    return torch.tanh(a) * torch.sigmoid(b)
+
+
+def shift_down(x: Tensor) -> Tensor:  # (N, C, h, w): row i gets row i-1, row 0 gets zeros
+    return F.pad(x, (0, 0, 1, 0))[:, :, :-1]
+
+
+class GatedLayer(nn.Module):
+    def __init__(self, c_in: int, channels: int, skip_dim: int, kernel: int, first: bool,
+                 num_classes: int) -> None:
+        super().__init__()
+        k, c2 = kernel, 2 * channels
+        self.first = first
+        self.v_conv = CausalConv2d(c_in, c2, (k // 2 + 1, k), (k // 2, k // 2, k // 2, 0),
+                                   torch.ones(k // 2 + 1, k))
+        h_mask = torch.ones(1, k // 2 + 1)
+        h_mask[0, -1] = 0 if first else 1  # the first layer must not see the current code
+        self.h_conv = CausalConv2d(c_in, c2, (1, k // 2 + 1), (k // 2, 0, 0, 0), h_mask)
+        self.v_to_h = nn.Linear(c2, c2)  # 1x1: vertical pre-activations into the horizontal
+        self.res = nn.Linear(channels, channels)  # 1x1 before the residual add
+        self.skip = nn.Linear(channels, skip_dim)  # 1x1 into the skip sum
+        self.cond = nn.Embedding(num_classes, 2 * c2) if num_classes else None  # v and h gates
+
+    def class_bias(self, labels: Tensor | None) -> tuple[Tensor | float, Tensor | float]:
+        if self.cond is None or labels is None:
+            return 0.0, 0.0
+        return self.cond(labels).chunk(2, dim=-1)  # 2 x (N, 2C)
+
+    def horizontal(self, h_pre: Tensor, h_in: Tensor, dim: int) -> tuple[Tensor, Tensor]:
+        """Gate, skip, residual; channels on `dim` (1 for grids, -1 for one position)."""
+        g = gate(h_pre, dim).movedim(dim, -1)  # (.., C)
+        out, skip = self.res(g).movedim(-1, dim), self.skip(g).movedim(-1, dim)
+        return (out if self.first else h_in + out), skip
+
+    def forward(self, v: Tensor, h: Tensor, labels: Tensor | None):  # (N, C_in, h, w) each
+        cv, ch = self.class_bias(labels)
+        v_pre = self.v_conv(v) + (cv[:, :, None, None] if torch.is_tensor(cv) else cv)
+        h_pre = (self.h_conv(h) + pointwise(self.v_to_h, shift_down(v_pre))
+                 + (ch[:, :, None, None] if torch.is_tensor(ch) else ch))  # (N, 2C, h, w)
+        h_out, skip = self.horizontal(h_pre, h, dim=1)
+        return gate(v_pre, 1), h_out, skip  # (N, C, h, w), (N, C, h, w), (N, S, h, w)
+
+
+class GatedPixelCNNNet(nn.Module):
+    def __init__(self, num_codes: int, grid: tuple[int, int], num_classes: int,
+                 cfg: "GatedPixelCNNPrior.Config") -> None:
+        super().__init__()
+        self.grid = grid
+        self.embed = nn.Embedding(num_codes, cfg.embed_dim)
+        self.layers = nn.ModuleList(
+            GatedLayer(cfg.embed_dim if n == 0 else cfg.channels, cfg.channels, cfg.skip_dim,
+                       cfg.first_kernel if n == 0 else cfg.kernel, n == 0, num_classes)
+            for n in range(cfg.n_layers))
+        self.head = nn.Sequential(nn.ReLU(), nn.Linear(cfg.skip_dim, cfg.head_dim), nn.ReLU(),
+                                  nn.Linear(cfg.head_dim, num_codes))
+
+    def forward(self, codes: Tensor, labels: Tensor | None = None) -> Tensor:
+        return self.from_embedding(self.embed(codes).movedim(-1, 1), labels)  # (N, K, h, w)
+
+    def from_embedding(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
+        v, h, skips = x, x, 0.0  # x (N, E, h, w)
+        for layer in self.layers:
+            v, h, skip = layer(v, h, labels)
+            skips = skips + skip
+        return pointwise(self.head, skips)  # (N, K, h, w)
+
+    def stepper(self, n: int, labels: Tensor | None = None) -> "GatedStepper":
+        return GatedStepper(self, n, labels)
+
+
+class GatedStepper:
+    """Vertical stack one finished row at a time, horizontal stack one position at a time."""
+
+    def __init__(self, net: GatedPixelCNNNet, n: int, labels: Tensor | None) -> None:
+        self.net, like = net, net.embed.weight
+        self.v_bufs = [l.v_conv.new_buffer(n, net.grid, like) for l in net.layers]
+        self.h_bufs = [l.h_conv.new_buffer(n, net.grid, like) for l in net.layers]
+        self.bias = [l.class_bias(labels) for l in net.layers]
+        self.links: list[Tensor] = []  # per layer (n, 2C, w): v_to_h of the row above
+
+    def _vertical_row(self, i: int) -> None:
+        """Links for row i from the vertical stack at row i-1 (row -1 is zero padding)."""
+        self.links = []
+        for n, layer in enumerate(self.net.layers):
+            if i == 0:
+                self.links.append(layer.v_to_h.bias[None, :, None].expand(
+                    self.v_bufs[0].shape[0], -1, self.net.grid[1]))
+                continue
+            cv = self.bias[n][0]
+            v_pre = layer.v_conv.row(self.v_bufs[n], i - 1)  # (n, 2C, w)
+            v_pre = v_pre + (cv[:, :, None] if torch.is_tensor(cv) else cv)
+            self.links.append(layer.v_to_h(v_pre.movedim(1, -1)).movedim(-1, 1))
+            if n + 1 < len(self.net.layers):
+                nxt = self.net.layers[n + 1].v_conv
+                top, left = nxt.pad[2], nxt.pad[0]
+                self.v_bufs[n + 1][:, :, i - 1 + top, left:left + self.net.grid[1]] = gate(v_pre, 1)
+
+    def logits_at(self, i: int, j: int) -> Tensor:
+        if j == 0:
+            self._vertical_row(i)
+        h, skips = None, 0.0
+        for n, layer in enumerate(self.net.layers):
+            if n > 0:
+                layer.h_conv.put(self.h_bufs[n], i, j, h)
+            h_pre = layer.h_conv.at(self.h_bufs[n], i, j) + self.links[n][:, :, j]
+            h_pre = h_pre + self.bias[n][1]  # (n, 2C)
+            h, skip = layer.horizontal(h_pre, h, dim=-1)
+            skips = skips + skip
+        return self.net.head(skips)  # (n, K)
+
+    def write(self, i: int, j: int, codes: Tensor) -> None:
+        e = self.net.embed(codes)  # (n, E)
+        first = self.net.layers[0]
+        first.v_conv.put(self.v_bufs[0], i, j, e)
+        first.h_conv.put(self.h_bufs[0], i, j, e)
+
+
+@register_prior("gated-pixelcnn")
+class GatedPixelCNNPrior(AutoregressivePrior):
+    conditional = True
+
+    @dataclass(frozen=True)
+    class Config(TrainConfig):
+        embed_dim: int = 16  # code embedding width fed to the first layer
+        channels: int = 32  # width of both stacks (gates compute 2x this)
+        n_layers: int = 5  # gated layers; receptive field grows k//2 per layer
+        first_kernel: int = 5  # odd; kernel of the first layer (its h conv excludes the centre)
+        kernel: int = 3  # odd; kernel of the later layers
+        skip_dim: int = 64  # width of the skip sum that feeds the head
+        head_dim: int = 64  # hidden width of the 1x1 output head
+
+        def __post_init__(self) -> None:
+            super().__post_init__()
+            for name in ("embed_dim", "channels", "n_layers", "skip_dim", "head_dim"):
+                require(getattr(self, name) >= 1, name, getattr(self, name), ">= 1")
+            for name in ("first_kernel", "kernel"):
+                k = getattr(self, name)
+                require(k >= 3 and k % 2 == 1, name, k, "odd and >= 3")
+
+    @classmethod
+    def preset(cls, preset: str) -> "GatedPixelCNNPrior.Config":
+        check_preset(preset)
+        return {
+            "tiny": cls.Config(embed_dim=8, channels=8, n_layers=2, skip_dim=16, head_dim=16,
+                               epochs=2, batch_size=8),
+            "quick": cls.Config(),
+            "full": cls.Config(embed_dim=64, channels=128, n_layers=15, first_kernel=7,
+                               skip_dim=256, head_dim=512, epochs=60, batch_size=64, lr=5e-4),
+        }[preset]
+
+    def build_net(self) -> GatedPixelCNNNet:
+        return GatedPixelCNNNet(self.num_codes, self.grid,
+                                self.num_classes if self.uses_labels else 0, self.config)
