@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 import priors
-from bench import records, tables
+from bench import records, report as report_lib, tables
 from bench.cli_common import out_console, user_errors
 from bench.cli_data import data_app
 from bench.errors import BenchError
@@ -85,6 +85,15 @@ def compare(out: Path = typer.Option(RESULTS, help="Results folder to read and w
         out_console.print(rich_table)
     for path in tables.write_all(groups, out):
         out_console.print(f"wrote {path}")
+
+
+@app.command()
+@user_errors
+def report(out: Path = typer.Option(RESULTS, help="Results folder to read."),
+           to: Optional[Path] = typer.Option(None, help="Report folder (default OUT/report).")) -> None:
+    """Markdown report with PNG figures: tables, samples, code maps, curves, codebook."""
+    path = report_lib.write_report(out, to)
+    out_console.print(f"wrote {path}")
 
 
 @app.command("priors")

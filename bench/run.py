@@ -125,7 +125,8 @@ def stage_backbone(cfg: RunConfig, preset: Preset, ds: ImageDataset, device: tor
     images = backbone_train_images(ds, preset, cfg.backbone_seed)
     summary = train_vqvae(model, images, train_cfg, device=device, progress=progress)
     meta = {"data_fingerprint": ds.fingerprint, "dataset": ds.spec, "image_size": preset.resolution,
-            "train": dataclasses.asdict(train_cfg), "summary": summary, "device": str(device)}
+            "train": dataclasses.asdict(train_cfg), "summary": summary, "device": str(device),
+            "curve": progress.curve("backbone")}
     digest = save_backbone(model.cpu(), directory, meta)
     err_console.print(f"backbone: trained in {summary['train_wall_s']:.0f}s -> {directory} "
                       f"({digest[:12]})")
@@ -297,6 +298,8 @@ def run_benchmark(cfg: RunConfig, *, progress: RichProgress | None = None) -> Ru
     record |= base_record(cfg, export, ctx) | {"run_id": rid, "kind": "prior",
                                                "backbone": backbone_scores(model, ds, export, device)}
     tensors = {f"prior/{k}": v for k, v in prior.state_dict().items()} | {"samples/codes": sampled}
+    if cfg.condition == "label":
+        tensors["samples/labels"] = sample_labels(len(sampled), export, True)
     records.write(directory, record, tensors=tensors, force=cfg.force)
     return RunResult(record, directory, cached=False)
 
@@ -306,6 +309,7 @@ def fit_and_score(cfg: RunConfig, prior: Prior, export: CodeExport, model: VQVAE
                   progress: RichProgress) -> tuple[dict[str, Any], torch.Tensor]:
     conditional = cfg.condition == "label"
     torch.manual_seed(cfg.seed)
+    before = set(progress.history)
     t0 = time.perf_counter()
     fit_summary = prior.fit(code_set(export, "train", conditional),
                             code_set(export, "val", conditional), seed=cfg.seed, progress=progress)
@@ -323,7 +327,8 @@ def fit_and_score(cfg: RunConfig, prior: Prior, export: CodeExport, model: VQVAE
     scores |= {"bits_per_code": bits, "fit_s": fit_s, "samples_per_s": n / sample_s,
                "num_parameters": float(prior.num_parameters())}
     return {"prior": cfg.prior, "config": dataclasses.asdict(prior.config), "scores": scores,
-            "fit": fit_summary, "device": device_name(device)}, codes
+            "fit": fit_summary, "device": device_name(device),
+            "curves": {k: progress.curve(k) for k in progress.history if k not in before}}, codes
 
 
 def sync(device: torch.device) -> None:

@@ -39,7 +39,7 @@ class TrainConfig:
 
 def to_float(images: np.ndarray, device: torch.device) -> Tensor:
     """(B, H, W) uint8 -> (B, 1, H, W) float32 in [0, 1] on device."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).to(device, non_blocking=True)
+    x = torch.from_numpy(np.array(images, dtype=np.uint8, copy=True)).to(device, non_blocking=True)
     return x.unsqueeze(1).float().div_(255.0)
 
 

@@ -1,0 +1,198 @@
+"""`bench report`: a self-contained Markdown report with PNG figures for every setting.
+
+Figures per setting: sample grids per prior (and per class), code maps of real and generated
+grids, training curves, the codebook usage histogram and a 2-D projection of the codebook.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from bench import records, tables  # noqa: E402
+from bench.errors import ArtefactError, BenchError  # noqa: E402
+from vqvae import CheckpointError, VQVAE, decode_codes, load_backbone, load_export  # noqa: E402
+from vqvae.io import read_json  # noqa: E402
+
+GRID_SIDE = 6  # samples per row / column in a sample grid
+
+
+def find_backbone(out: Path, digest: str) -> tuple[VQVAE, Path]:
+    for meta in sorted((out / "backbones").glob("*/backbone.json")):
+        try:
+            if read_json(meta).get("hash") == digest:
+                return load_backbone(meta.parent)[0], meta.parent
+        except CheckpointError:
+            continue
+    raise ArtefactError(f"no backbone {digest[:12]} under {out / 'backbones'}; the records need it "
+                        f"to decode their samples")
+
+
+def _save(fig, path: Path) -> None:
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def image_grid(images: torch.Tensor, path: Path, title: str) -> None:
+    """(N, 1, H, W) in [0, 1] -> one PNG grid of up to GRID_SIDE^2 images."""
+    n = min(len(images), GRID_SIDE * GRID_SIDE)
+    cols = min(GRID_SIDE, n)
+    rows = max(1, -(-n // cols))
+    h, w = images.shape[-2:]
+    canvas = np.ones((rows * (h + 2), cols * (w + 2)))
+    for i in range(n):
+        r, c = divmod(i, cols)
+        canvas[r * (h + 2):r * (h + 2) + h, c * (w + 2):c * (w + 2) + w] = images[i, 0].numpy()
+    fig, ax = plt.subplots(figsize=(cols * 1.2, rows * 1.2 + 0.4))
+    ax.imshow(canvas, cmap="gray", vmin=0, vmax=1)
+    ax.set_title(title, fontsize=9)
+    ax.axis("off")
+    _save(fig, path)
+
+
+def code_maps(real: torch.Tensor, generated: dict[str, torch.Tensor], K: int, path: Path) -> None:
+    """Rows: real test grids, then each prior's samples; colour = code index."""
+    rows = [("real (test)", real)] + list(generated.items())
+    cols = 4
+    fig, axes = plt.subplots(len(rows), cols, figsize=(cols * 1.3, len(rows) * 1.3), squeeze=False)
+    for r, (name, codes) in enumerate(rows):
+        for c in range(cols):
+            ax = axes[r, c]
+            ax.axis("off")
+            if c < len(codes):
+                ax.imshow(codes[c].numpy(), cmap="nipy_spectral", vmin=0, vmax=K - 1,
+                          interpolation="nearest")
+        axes[r, 0].set_title(name, fontsize=8, loc="left")
+    _save(fig, path)
+
+
+def usage_histogram(test_codes: torch.Tensor, generated: dict[str, torch.Tensor], K: int,
+                    path: Path) -> None:
+    test = torch.bincount(test_codes.reshape(-1), minlength=K).double()
+    order = torch.argsort(test, descending=True)
+    fig, ax = plt.subplots(figsize=(7, 3))
+    ax.bar(np.arange(K), (test / test.sum())[order].numpy(), color="lightgrey", label="test codes")
+    for name, codes in generated.items():
+        counts = torch.bincount(codes.reshape(-1), minlength=K).double()
+        ax.plot(np.arange(K), (counts / counts.sum())[order].numpy(), lw=1, label=name)
+    ax.set_xlabel("code (sorted by test frequency)")
+    ax.set_ylabel("share of positions")
+    ax.set_yscale("log")
+    ax.legend(fontsize=7)
+    _save(fig, path)
+
+
+def codebook_projection(codebook: torch.Tensor, test_codes: torch.Tensor, path: Path) -> None:
+    """PCA of the (K, D) codebook; marker area ~ test usage."""
+    x = codebook.double() - codebook.double().mean(0)
+    _, _, v = torch.linalg.svd(x, full_matrices=False)
+    xy = (x @ v[:2].T).numpy()
+    counts = torch.bincount(test_codes.reshape(-1), minlength=codebook.shape[0]).double().numpy()
+    fig, ax = plt.subplots(figsize=(4, 4))
+    ax.scatter(xy[:, 0], xy[:, 1], s=4 + 200 * counts / max(counts.max(), 1), alpha=0.6,
+               c=np.where(counts > 0, "tab:blue", "tab:red"))
+    ax.set_title("codebook PCA (size = test usage, red = unused)", fontsize=8)
+    _save(fig, path)
+
+
+def training_curves(backbone_meta: dict[str, Any], recs: list[dict[str, Any]], path: Path) -> None:
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3))
+    curve = backbone_meta.get("curve", {})
+    if curve.get("mse"):
+        a.plot(curve["step"], curve["mse"], lw=0.8)
+    a.set(title="backbone", xlabel="step", ylabel="recon MSE", yscale="log")
+    for r in recs:
+        for _, c in r.get("curves", {}).items():
+            if c.get("loss"):
+                b.plot(c["step"], c["loss"], marker=".", label=f"{r['prior']} s{r['seed']}")
+    b.set(title="priors (validation)", xlabel="epoch", ylabel="val loss")
+    if b.lines:
+        b.legend(fontsize=7)
+    _save(fig, path)
+
+
+def sample_figures(model: VQVAE, recs: list[dict[str, Any]], label_names: tuple[str, ...],
+                   folder: Path) -> tuple[list[str], dict[str, torch.Tensor]]:
+    """One sample grid per prior (first seed), per class when conditional. Returns the image
+    paths (relative to folder's parent) and the generated codes per prior."""
+    lines, generated = [], {}
+    seen: set[str] = set()
+    for r in sorted(recs, key=lambda r: (r["prior"], r["seed"])):
+        if r["prior"] in seen:
+            continue
+        seen.add(r["prior"])
+        arts = records.read_tensors(Path(r["path"]))
+        codes = arts["samples/codes"]
+        generated[r["prior"]] = codes
+        labels = arts.get("samples/labels")
+        groups = [("", torch.ones(len(codes), dtype=torch.bool))]
+        if labels is not None and label_names:
+            groups = [(f" [{name}]", labels == c) for c, name in enumerate(label_names)]
+        for suffix, mask in groups:
+            pick = codes[mask][: GRID_SIDE * GRID_SIDE]
+            images = decode_codes(model, pick, device=torch.device("cpu"))
+            name = f"samples-{slug(r['prior'] + suffix)}.png"
+            image_grid(images, folder / name, f"{r['prior']}{suffix} (seed {r['seed']})")
+            lines.append(f"![{r['prior']}{suffix}]({folder.name}/{name})")
+    return lines, generated
+
+
+def slug(text: str) -> str:
+    return "".join(ch if ch.isalnum() else "-" for ch in text).strip("-").lower()
+
+
+def setting_section(out: Path, meta: dict[str, str], table, recs: list[dict[str, Any]],
+                    folder: Path) -> str:
+    folder.mkdir(parents=True, exist_ok=True)
+    digest = recs[0]["backbone_hash"]
+    model, bb_dir = find_backbone(out, digest)
+    export = load_export(out / "exports" / digest[:16], backbone=digest)
+    lines = [f"## {tables.title(meta)}", "", tables.to_markdown([(meta, table)]).split("\n", 2)[2]]
+    sample_lines, generated = sample_figures(model, recs, export.label_names, folder)
+    lines += ["### Samples", "", *sample_lines, ""]
+    code_maps(export.codes["test"][:4], {k: v[:4] for k, v in generated.items()},
+              export.num_codes, folder / "code-maps.png")
+    usage_histogram(export.codes["test"], generated, export.num_codes, folder / "code-usage.png")
+    codebook_projection(export.codebook, export.codes["test"], folder / "codebook-pca.png")
+    training_curves(read_json(bb_dir / "backbone.json")["meta"], recs, folder / "training.png")
+    for title, name in (("Code maps (real test grids, then samples)", "code-maps.png"),
+                        ("Codebook usage", "code-usage.png"),
+                        ("Codebook, 2-D projection", "codebook-pca.png"),
+                        ("Training curves", "training.png")):
+        lines += [f"### {title}", "", f"![{title}]({folder.name}/{name})", ""]
+    return "\n".join(lines)
+
+
+def write_report(out: Path, report_dir: Path | None = None) -> Path:
+    """Write report.md and its figures under report_dir (default out/report); returns the path."""
+    recs = records.collect(out)
+    if not recs:
+        raise BenchError(f"no finished runs under {out / 'runs'}; run `bench run` first")
+    report_dir = report_dir or out / "report"
+    report_dir.mkdir(parents=True, exist_ok=True)
+    parts = ["# vq-prior-bench report", "",
+             "Rows are priors scored on the same backbone, features and real test images; the "
+             "reference row scores the backbone's reconstructions of held-out real test images, "
+             "the ceiling a prior can reach. Cells are mean ± 95% t-interval over seeds.", ""]
+    for meta, table in tables.comparison(recs):
+        mine = [r for r in recs if r["backbone_hash"].startswith(meta["backbone"])
+                and r["dataset"] == meta["dataset"] and r["preset"] == meta["preset"]
+                and r["extractor"]["name"] == meta["extractor"]
+                and r.get("condition", "none") == meta["condition"] and r["kind"] == "prior"]
+        if not mine:
+            continue
+        folder = report_dir / slug(f"{meta['dataset']}-{meta['preset']}-{meta['backbone']}-"
+                                   f"{meta['extractor']}-{meta['condition']}")
+        parts.append(setting_section(out, meta, table, mine, folder))
+    path = report_dir / "report.md"
+    tmp = path.with_name(".report.md.tmp")
+    tmp.write_text("\n".join(parts) + "\n")
+    tmp.replace(path)
+    return path

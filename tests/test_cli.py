@@ -1,0 +1,130 @@
+"""`bench` end to end on the tiny preset, and one-line errors for bad input (no tracebacks)."""
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from bench.cli import app
+
+runner = CliRunner()
+
+
+def bench(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def assert_user_error(result, *needles: str) -> None:
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    lines = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1, result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory) -> Path:
+    """One tiny results folder with a uniform and a pixelcnn run on the embedded default."""
+    out = tmp_path_factory.mktemp("results")
+    first = bench("run", "--prior", "uniform", "--preset", "tiny", "--out", str(out))
+    assert first.exit_code == 0, first.output
+    second = bench("run", "--prior", "pixelcnn", "--preset", "tiny", "--out", str(out))
+    assert second.exit_code == 0, second.output
+    assert "backbone: cached" in second.stderr  # the second prior reuses backbone and export
+    return out
+
+
+def records(out: Path) -> dict[str, dict]:
+    recs = [json.loads(p.read_text()) for p in (out / "runs").glob("*/record.json")]
+    return {r["prior"]: r for r in recs}
+
+
+def test_run_writes_a_record_with_every_score(results):
+    recs = records(results)
+    assert set(recs) == {"uniform", "pixelcnn", "reference (recon)"}
+    scores = recs["pixelcnn"]["scores"]
+    for key in ("bits_per_code", "fd", "kid", "precision", "recall", "nn_ssim", "memorisation",
+                "distinct_codes", "code_perplexity", "code_js_bits", "samples_per_s", "fit_s"):
+        assert scores[key] is not None, key
+    assert recs["pixelcnn"]["backbone"]["recon_ssim"] > 0
+    assert recs["pixelcnn"]["backbone_hash"] == recs["uniform"]["backbone_hash"]
+    assert "recon_ssim" in recs["reference (recon)"]["scores"]
+
+
+def test_uniform_bits_per_code_is_log2_k_exactly(results):
+    rec = records(results)["uniform"]
+    assert rec["scores"]["bits_per_code"] == pytest.approx(4.0, abs=1e-12)  # tiny: K = 16
+    assert rec["num_codes"] == 16
+
+
+def test_identical_run_is_found_in_the_cache(results):
+    again = bench("run", "--prior", "uniform", "--preset", "tiny", "--out", str(results))
+    assert again.exit_code == 0
+    assert "identical finished run found" in again.stderr
+
+
+def test_compare_writes_tables(results):
+    result = bench("compare", "--out", str(results))
+    assert result.exit_code == 0, result.output
+    for ext in ("md", "csv", "tex", "json"):
+        assert (results / f"comparison.{ext}").is_file()
+    md = (results / "comparison.md").read_text()
+    assert "pixelcnn" in md and "uniform" in md and "reference (recon)" in md
+    assert "FD-mri" in md
+    rows = json.loads((results / "comparison.json").read_text())
+    by_prior = {r["prior"]: r for r in rows}
+    assert by_prior["uniform"]["bits_per_code"] == pytest.approx(4.0)
+    assert by_prior["reference (recon)"]["bits_per_code"] is None  # empty, never 0
+
+
+def test_priors_lists_the_registry():
+    result = bench("priors")
+    assert result.exit_code == 0
+    assert "pixelcnn" in result.stdout and "uniform" in result.stdout
+
+
+def test_unknown_prior(tmp_path):
+    assert_user_error(bench("run", "--prior", "pixelcn", "--out", str(tmp_path)),
+                      "unknown prior 'pixelcn'", "did you mean 'pixelcnn'", "available:")
+
+
+def test_unknown_dataset(tmp_path):
+    assert_user_error(bench("run", "--prior", "uniform", "--dataset", "imagenet", "--preset", "tiny",
+                            "--out", str(tmp_path)), "unknown dataset 'imagenet'", "available:")
+
+
+def test_unknown_preset(tmp_path):
+    assert_user_error(bench("run", "--preset", "huge", "--out", str(tmp_path)),
+                      "unknown preset 'huge'", "tiny, quick, full")
+
+
+def test_bad_seeds(tmp_path):
+    assert_user_error(bench("run", "--seeds", "0,x", "--out", str(tmp_path)), "--seeds")
+
+
+def test_unwritable_output_folder(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert_user_error(bench("run", "--prior", "uniform", "--preset", "tiny",
+                            "--out", str(blocker / "results")), "cannot create or write the output folder")
+
+
+def test_condition_on_unlabelled_data(results):
+    assert_user_error(bench("run", "--prior", "uniform", "--preset", "tiny", "--condition", "label",
+                            "--out", str(results)), "needs a labelled dataset")
+
+
+def test_truncated_backbone_checkpoint(results, tmp_path):
+    import shutil
+    out = tmp_path / "copy"
+    shutil.copytree(results, out)
+    weights = next((out / "backbones").glob("*/model.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:100])
+    assert_user_error(bench("run", "--prior", "unigram", "--preset", "tiny", "--out", str(out)),
+                      "corrupt or truncated checkpoint", "--force")
+
+
+def test_compare_with_no_runs(tmp_path):
+    assert_user_error(bench("compare", "--out", str(tmp_path)), "no finished runs")
