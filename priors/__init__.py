@@ -14,7 +14,8 @@ from priors.base import (
     get_prior,
     register_prior,
 )
-from priors import gated_pixelcnn, pixelcnn, uniform, unigram  # noqa: F401  (registers)
+from priors import (  # noqa: F401  (registers the built-ins)
+    dcgan, gated_pixelcnn, pixelcnn, transformer, uniform, unigram)
 
 __all__ = [
     "ENTRY_POINT_GROUP", "PRESETS", "REGISTRY", "CodeSet", "NoLikelihoodError", "NullProgress",

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from priors.base import CodeSet, Prior, PriorError, Progress, require
+from priors.base import CodeSet, Prior, PriorError, Progress, gumbel_argmax, require
 
 
 @dataclass(frozen=True)
@@ -262,12 +262,6 @@ def lr_lambda(cfg: TrainConfig, total_steps: int):
         return cfg.min_lr_frac + (1 - cfg.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * t))
 
     return factor
-
-
-def gumbel_argmax(logits: Tensor, generator: torch.Generator) -> Tensor:
-    """(n, K) -> (n,) a draw from softmax(logits); noise comes from `generator` on its device."""
-    u = torch.rand(logits.shape, generator=generator, device=generator.device).to(logits.device)
-    return (logits.float() - torch.log(-torch.log(u))).argmax(dim=-1)
 
 
 def _timed(fn, device: torch.device) -> tuple[float, object]:

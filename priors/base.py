@@ -180,6 +180,22 @@ def require(ok: bool, field: str, value: Any, expected: str) -> None:
         raise ValueError(f"{field} must be {expected}, got {value!r}")
 
 
+def require_positive(config: Any, *names: str) -> None:
+    """`require` >= 1 for each named integer field of `config`."""
+    for name in names:
+        require(getattr(config, name) >= 1, name, getattr(config, name), ">= 1")
+
+
+def gumbel_argmax(logits: Tensor, generator: torch.Generator) -> Tensor:
+    """(n, K) -> (n,) one draw from softmax(logits) by the Gumbel-max trick.
+
+    The noise comes from `generator` on its own device, then moves to the logits' device, so a
+    CPU generator reproduces the same draws for a prior on any device.
+    """
+    u = torch.rand(logits.shape, generator=generator, device=generator.device).to(logits.device)
+    return (logits.float() - torch.log(-torch.log(u))).argmax(dim=-1)
+
+
 def check_preset(preset: str) -> None:
     if preset not in PRESETS:
         raise PriorError(f"unknown preset {preset!r}; available: {', '.join(PRESETS)}")

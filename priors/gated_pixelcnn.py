@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from priors.autoregressive import AutoregressivePrior, CausalConv2d, TrainConfig, pointwise
-from priors.base import check_preset, register_prior, require
+from priors.base import check_preset, register_prior, require, require_positive
 
 
 def gate(x: Tensor, dim: int) -> Tensor:  # (.., 2C, ..) -> (.., C, ..)
@@ -160,8 +160,7 @@ class GatedPixelCNNPrior(AutoregressivePrior):
 
         def __post_init__(self) -> None:
             super().__post_init__()
-            for name in ("embed_dim", "channels", "n_layers", "skip_dim", "head_dim"):
-                require(getattr(self, name) >= 1, name, getattr(self, name), ">= 1")
+            require_positive(self, "embed_dim", "channels", "n_layers", "skip_dim", "head_dim")
             for name in ("first_kernel", "kernel"):
                 k = getattr(self, name)
                 require(k >= 3 and k % 2 == 1, name, k, "odd and >= 3")

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from priors.autoregressive import AutoregressivePrior, CausalConv2d, TrainConfig, pointwise
-from priors.base import check_preset, register_prior, require
+from priors.base import check_preset, register_prior, require, require_positive
 
 
 class ResidualBlock(nn.Module):
@@ -95,8 +95,7 @@ class PixelCNNPrior(AutoregressivePrior):
 
         def __post_init__(self) -> None:
             super().__post_init__()
-            for name in ("embed_dim", "head_dim", "n_blocks"):
-                require(getattr(self, name) >= 1, name, getattr(self, name), ">= 1")
+            require_positive(self, "embed_dim", "head_dim", "n_blocks")
             require(self.channels >= 2 and self.channels % 2 == 0, "channels", self.channels,
                     "an even number >= 2")
             for name in ("first_kernel", "kernel"):

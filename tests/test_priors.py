@@ -174,3 +174,32 @@ def test_pixelcnn_config_validation(field, value, match):
 def test_unigram_config_validation():
     with pytest.raises(ValueError, match="alpha must be > 0"):
         get_prior("unigram").Config(alpha=0.0)
+
+
+def test_dcgan_needs_the_codebook():
+    cls = get_prior("dcgan")
+    with pytest.raises(PriorError, match="dcgan needs the frozen codebook"):
+        cls(cls.preset("tiny"), num_codes=K, grid=GRID)
+    with pytest.raises(PriorError, match=r"codebook must be \(12, D\)"):
+        cls(cls.preset("tiny"), num_codes=K, grid=GRID, codebook=torch.zeros(K + 1, 4))
+
+
+@pytest.mark.parametrize("name,field,value,match", [
+    ("dcgan", "sample_mode", "mode", "sample_mode must be 'sample' or 'argmax'"),
+    ("dcgan", "tau", 0.0, "tau must be > 0"), ("dcgan", "beta1", 1.0, r"beta1 must be in \[0, 1\)"),
+    ("transformer", "n_heads", 3, "dim must be a multiple of n_heads=3"),
+    ("transformer", "positions", "3d", "positions must be '2d' or '1d'"),
+    ("gated-pixelcnn", "first_kernel", 1, "first_kernel must be odd and >= 3"),
+    ("gated-pixelcnn", "n_layers", 0, "n_layers must be >= 1"),
+])
+def test_config_validation(name, field, value, match):
+    with pytest.raises(ValueError, match=match):
+        get_prior(name).Config(**{field: value})
+
+
+def test_dcgan_argmax_mode_is_deterministic_given_noise():
+    cls = get_prior("dcgan")
+    prior = cls(cls.Config(noise_dim=4, channels=4, n_stages=1, sample_mode="argmax"),
+                num_codes=K, grid=GRID, codebook=torch.randn(K, 3))
+    draw = lambda: prior.sample(3, generator=torch.Generator().manual_seed(2))  # noqa: E731
+    assert torch.equal(draw(), draw())

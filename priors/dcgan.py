@@ -1,0 +1,196 @@
+"""DCGAN (Radford et al. 2015) over code grids.
+
+The generator maps noise (and a class) to K logits per position through transposed convs with
+batch norm and ReLU. It is trained through straight-through Gumbel-softmax codes that are
+embedded with the frozen codebook, so the discriminator (strided convs, LeakyReLU, no norm on
+the first layer, spectral norm or batch norm after) sees real and generated grids in the same
+space. Class conditioning: a class embedding concatenated to the noise and a projection term
+in the discriminator (Miyato & Koyama 2018). No likelihood: `log_prob` raises.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+from priors.base import (CodeSet, Prior, PriorError, Progress, check_preset, gumbel_argmax,
+                         register_prior, require, require_positive)
+
+
+class Generator(nn.Module):
+    def __init__(self, num_codes: int, grid: tuple[int, int], num_classes: int,
+                 cfg: "DCGANPrior.Config") -> None:
+        super().__init__()
+        self.grid, c = grid, cfg.channels * 2 ** cfg.n_stages
+        self.start = tuple(math.ceil(s / 2 ** cfg.n_stages) for s in grid)  # (h0, w0)
+        self.label = nn.Embedding(num_classes, cfg.noise_dim) if num_classes else None
+        self.project = nn.Linear(cfg.noise_dim * (2 if num_classes else 1),
+                                 c * self.start[0] * self.start[1])
+        layers: list[nn.Module] = [nn.BatchNorm2d(c), nn.ReLU()]
+        for _ in range(cfg.n_stages):  # each doubles h and w, halves channels
+            layers += [nn.ConvTranspose2d(c, c // 2, 4, 2, 1), nn.BatchNorm2d(c // 2), nn.ReLU()]
+            c //= 2
+        self.body = nn.Sequential(*layers, nn.Conv2d(c, num_codes, 3, padding=1))
+
+    def forward(self, z: Tensor, labels: Tensor | None) -> Tensor:  # (N, Z) -> (N, K, h, w)
+        if self.label is not None:
+            z = torch.cat([z, self.label(labels)], dim=1)
+        x = self.project(z).view(z.shape[0], -1, *self.start)  # (N, C, h0, w0)
+        return self.body(x)[:, :, :self.grid[0], :self.grid[1]]  # crop what ceil added
+
+
+class Discriminator(nn.Module):
+    def __init__(self, code_dim: int, grid: tuple[int, int], num_classes: int,
+                 cfg: "DCGANPrior.Config") -> None:
+        super().__init__()
+        norm = spectral_norm if cfg.spectral_norm else (lambda m: m)
+        layers: list[nn.Module] = [nn.Conv2d(code_dim, cfg.channels, 4, 2, 1), nn.LeakyReLU(0.2)]
+        c, size = cfg.channels, [s // 2 for s in grid]
+        for _ in range(cfg.n_stages - 1):  # strided convs halve h and w, double channels
+            layers.append(norm(nn.Conv2d(c, 2 * c, 4, 2, 1)))
+            layers += [] if cfg.spectral_norm else [nn.BatchNorm2d(2 * c)]
+            layers.append(nn.LeakyReLU(0.2))
+            c, size = 2 * c, [s // 2 for s in size]
+        self.body = nn.Sequential(*layers)
+        self.features = c * max(1, size[0]) * max(1, size[1])
+        self.out = norm(nn.Linear(self.features, 1))
+        self.label = norm(nn.Embedding(num_classes, self.features)) if num_classes else None
+
+    def forward(self, x: Tensor, labels: Tensor | None) -> Tensor:  # (N, D, h, w) -> (N,)
+        f = self.body(x).flatten(1)  # (N, F)
+        score = self.out(f)[:, 0]
+        if self.label is not None:
+            score = score + (self.label(labels) * f).sum(dim=1)  # projection term
+        return score
+
+
+@register_prior("dcgan")
+class DCGANPrior(Prior):
+    has_likelihood = False
+    conditional = True
+
+    @dataclass(frozen=True)
+    class Config:
+        noise_dim: int = 64  # dimension of the generator's Gaussian noise
+        channels: int = 64  # discriminator width at full resolution; generator at its last stage
+        n_stages: int = 2  # up-sampling (G) / down-sampling (D) stages, each x2 / /2
+        epochs: int = 30  # passes over the training grids
+        batch_size: int = 64  # grids per step (one D and one G update)
+        lr: float = 2e-4  # Adam learning rate for both nets (DCGAN paper)
+        beta1: float = 0.5  # Adam beta1 (DCGAN paper); beta2 stays 0.999
+        tau: float = 1.0  # Gumbel-softmax temperature of the generated codes
+        spectral_norm: bool = True  # D layers after the first: spectral norm, else batch norm
+        sample_mode: str = "sample"  # "sample": draw from G's logits; "argmax": take the mode
+
+        def __post_init__(self) -> None:
+            require_positive(self, "noise_dim", "channels", "n_stages", "epochs", "batch_size")
+            require(self.lr > 0, "lr", self.lr, "> 0")
+            require(0 <= self.beta1 < 1, "beta1", self.beta1, "in [0, 1)")
+            require(self.tau > 0, "tau", self.tau, "> 0")
+            require(self.sample_mode in ("sample", "argmax"), "sample_mode", self.sample_mode,
+                    "'sample' or 'argmax'")
+
+    @classmethod
+    def preset(cls, preset: str) -> "DCGANPrior.Config":
+        check_preset(preset)
+        return {
+            "tiny": cls.Config(noise_dim=8, channels=8, n_stages=1, epochs=2, batch_size=8),
+            "quick": cls.Config(),
+            "full": cls.Config(noise_dim=128, channels=128, n_stages=3, epochs=200),
+        }[preset]
+
+    def __init__(self, config, *, num_codes: int, grid: tuple[int, int], num_classes: int = 0,
+                 codebook: Tensor | None = None, device: torch.device | str = "cpu") -> None:
+        super().__init__(config, num_codes=num_codes, grid=grid, num_classes=num_classes,
+                         codebook=codebook, device=device)
+        if codebook is None:
+            raise PriorError("dcgan needs the frozen codebook (codebook=(K, D) float tensor, "
+                             "carried by the code export); got None")
+        if codebook.dim() != 2 or codebook.shape[0] != num_codes:
+            raise PriorError(f"codebook must be ({num_codes}, D), got {tuple(codebook.shape)}")
+        cb = codebook.detach().float().to(self.device)
+        self.code_vectors = (cb - cb.mean(0)) / cb.std().clamp_min(1e-8)  # (K, D) unit scale
+        self._build()
+
+    def _build(self) -> None:
+        classes = self.num_classes if self.uses_labels else 0
+        self.gen = Generator(self.num_codes, self.grid, classes, self.config).to(self.device)
+        self.disc = Discriminator(self.code_vectors.shape[1], self.grid, classes,
+                                  self.config).to(self.device)
+        self.gen.eval()
+
+    def embed(self, one_hot: Tensor) -> Tensor:  # (N, K, h, w) -> (N, D, h, w)
+        return torch.einsum("nkhw,kd->ndhw", one_hot, self.code_vectors)
+
+    def fit(self, train: CodeSet, val: CodeSet, *, seed: int, progress: Progress) -> dict[str, float]:
+        if len(train) == 0:
+            raise PriorError("fit needs a non-empty train split")
+        forked = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=forked):  # init and noise are seeded
+            torch.manual_seed(seed)
+            self._build()
+            return self._train(train, seed, progress)
+
+    def _train(self, train: CodeSet, seed: int, progress: Progress) -> dict[str, float]:
+        cfg = self.config
+        codes = self.check_codes(train.codes)
+        labels = self.check_labels(train.labels, len(train))
+        opt_g = torch.optim.Adam(self.gen.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
+        opt_d = torch.optim.Adam(self.disc.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
+        order = torch.Generator().manual_seed(seed)
+        self.gen.train()
+        progress.start(f"fit {self.name}", total=cfg.epochs)
+        try:
+            for _ in range(cfg.epochs):
+                perm = torch.randperm(len(train), generator=order).to(self.device)
+                losses = [self._step(opt_g, opt_d, codes[idx],
+                                     None if labels is None else labels[idx])
+                          for idx in perm.split(cfg.batch_size)]
+                d_loss, g_loss = (sum(x) / len(losses) for x in zip(*losses))
+                progress.advance(1, loss=g_loss, d_loss=d_loss)
+        finally:
+            progress.stop()
+            self.gen.eval()
+        return {"d_loss": d_loss, "g_loss": g_loss}
+
+    def _step(self, opt_g, opt_d, real_codes: Tensor, labels: Tensor | None) -> tuple[float, float]:
+        n = real_codes.shape[0]
+        real = self.embed(F.one_hot(real_codes, self.num_codes).movedim(-1, 1).float())
+        z = torch.randn(n, self.config.noise_dim, device=self.device)
+        # straight-through: one-hot codes forward, softmax gradients backward
+        fake = self.embed(F.gumbel_softmax(self.gen(z, labels), tau=self.config.tau, hard=True,
+                                           dim=1))  # (n, D, h, w)
+        d_loss = (F.softplus(-self.disc(real, labels)).mean()
+                  + F.softplus(self.disc(fake.detach(), labels)).mean())  # BCE, real=1 fake=0
+        opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        opt_d.step()
+        g_loss = F.softplus(-self.disc(fake, labels)).mean()  # non-saturating
+        opt_g.zero_grad(set_to_none=True)
+        g_loss.backward()
+        opt_g.step()
+        return float(d_loss.detach()), float(g_loss.detach())
+
+    @torch.no_grad()
+    def sample(self, n: int, *, generator: torch.Generator, labels: Tensor | None = None) -> Tensor:
+        labels = self.check_labels(labels, n)
+        z = torch.randn(n, self.config.noise_dim, generator=generator, device=generator.device)
+        logits = self.gen(z.to(self.device), labels).movedim(1, -1)  # (n, h, w, K)
+        if self.config.sample_mode == "argmax":
+            return logits.argmax(dim=-1)
+        return gumbel_argmax(logits.reshape(-1, self.num_codes), generator).view(n, *self.grid)
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return {**{f"gen.{k}": v.detach().clone() for k, v in self.gen.state_dict().items()},
+                **{f"disc.{k}": v.detach().clone() for k, v in self.disc.state_dict().items()}}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        for prefix, net in (("gen.", self.gen), ("disc.", self.disc)):
+            net.load_state_dict({k[len(prefix):]: v for k, v in state.items()
+                                 if k.startswith(prefix)})
+        self.gen.eval()

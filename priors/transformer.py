@@ -1,0 +1,152 @@
+"""Decoder-only transformer over raster-ordered codes (GPT-style; nanoGPT's layout).
+
+Pre-LN blocks of causal self-attention and an MLP. The input at sequence position p is the
+code at p-1 (a learned start token, or the class token when conditional, at p = 0) plus the
+position embedding of p: learned row + column embeddings ("2d") or one per position ("1d").
+Sampling keeps a per-layer key/value cache, so each new position costs one token's worth of
+compute plus attention over the prefix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from priors.autoregressive import AutoregressivePrior, TrainConfig
+from priors.base import check_preset, register_prior, require, require_positive
+
+
+class Block(nn.Module):
+    def __init__(self, dim: int, n_heads: int, mlp_ratio: int) -> None:
+        super().__init__()
+        self.n_heads = n_heads
+        self.ln1, self.ln2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, mlp_ratio * dim), nn.GELU(),
+                                 nn.Linear(mlp_ratio * dim, dim))
+
+    def heads(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:  # (N, L, 3D) -> 3 x (N, H, L, d)
+        return (t.unflatten(-1, (self.n_heads, -1)).transpose(1, 2)
+                for t in self.qkv(self.ln1(x)).chunk(3, dim=-1))
+
+    def finish(self, x: Tensor, attended: Tensor) -> Tensor:  # attended (N, H, L, d)
+        x = x + self.proj(attended.transpose(1, 2).flatten(2))  # (N, L, D)
+        return x + self.mlp(self.ln2(x))
+
+    def forward(self, x: Tensor) -> Tensor:  # (N, L, D)
+        q, k, v = self.heads(x)
+        return self.finish(x, F.scaled_dot_product_attention(q, k, v, is_causal=True))
+
+
+class TransformerNet(nn.Module):
+    def __init__(self, num_codes: int, grid: tuple[int, int], num_classes: int,
+                 cfg: "TransformerPrior.Config") -> None:
+        super().__init__()
+        self.grid, dim = grid, cfg.dim
+        self.embed = nn.Embedding(num_codes, dim)
+        self.start = nn.Embedding(max(1, num_classes), dim)  # class token, or one start token
+        if cfg.positions == "2d":
+            self.rows, self.cols = nn.Parameter(torch.zeros(grid[0], 1, dim)), \
+                nn.Parameter(torch.zeros(1, grid[1], dim))
+        else:
+            self.pos = nn.Parameter(torch.zeros(grid[0] * grid[1], dim))
+        self.positions = cfg.positions
+        self.blocks = nn.ModuleList(Block(dim, cfg.n_heads, cfg.mlp_ratio)
+                                    for _ in range(cfg.n_layers))
+        self.ln_f = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, num_codes)
+        self.apply(init_weights)
+
+    def position(self) -> Tensor:  # (L, D)
+        return (self.rows + self.cols).flatten(0, 1) if self.positions == "2d" else self.pos
+
+    def start_token(self, n: int, labels: Tensor | None) -> Tensor:  # (n, D)
+        return self.start(labels if labels is not None else
+                          torch.zeros(n, dtype=torch.int64, device=self.head.weight.device))
+
+    def forward(self, codes: Tensor, labels: Tensor | None = None) -> Tensor:
+        return self.from_embedding(self.embed(codes).movedim(-1, 1), labels)  # (N, K, h, w)
+
+    def from_embedding(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
+        tokens = x.flatten(2).transpose(1, 2)  # (N, L, D), the code at each position
+        start = self.start_token(x.shape[0], labels)[:, None].to(tokens.dtype)
+        x = torch.cat([start, tokens[:, :-1]], dim=1) + self.position()  # shifted right
+        for block in self.blocks:
+            x = block(x)
+        logits = self.head(self.ln_f(x))  # (N, L, K)
+        return logits.transpose(1, 2).unflatten(-1, self.grid)
+
+    def stepper(self, n: int, labels: Tensor | None = None) -> "KVCacheStepper":
+        return KVCacheStepper(self, n, labels)
+
+
+def init_weights(m: nn.Module) -> None:
+    if isinstance(m, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(m.weight, std=0.02)
+    if isinstance(m, nn.Linear) and m.bias is not None:
+        nn.init.zeros_(m.bias)
+
+
+class KVCacheStepper:
+    """Keys and values of every earlier position, per layer; one new token per step."""
+
+    def __init__(self, net: TransformerNet, n: int, labels: Tensor | None) -> None:
+        self.net, length = net, net.grid[0] * net.grid[1]
+        blk = net.blocks[0]
+        shape = (n, blk.n_heads, length, net.head.in_features // blk.n_heads)
+        like = net.head.weight
+        self.keys = [like.new_zeros(shape) for _ in net.blocks]  # (n, H, L, d) each
+        self.values = [like.new_zeros(shape) for _ in net.blocks]
+        self.next_input = net.start_token(n, labels)  # (n, D): what position p sees
+
+    def logits_at(self, i: int, j: int) -> Tensor:
+        p = i * self.net.grid[1] + j
+        x = (self.next_input + self.net.position()[p])[:, None]  # (n, 1, D)
+        for block, keys, values in zip(self.net.blocks, self.keys, self.values):
+            q, k, v = block.heads(x)  # (n, H, 1, d)
+            keys[:, :, p:p + 1], values[:, :, p:p + 1] = k, v
+            x = block.finish(x, F.scaled_dot_product_attention(
+                q, keys[:, :, :p + 1], values[:, :, :p + 1]))
+        return self.net.head(self.net.ln_f(x[:, 0]))  # (n, K)
+
+    def write(self, i: int, j: int, codes: Tensor) -> None:
+        self.next_input = self.net.embed(codes)
+
+
+@register_prior("transformer")
+class TransformerPrior(AutoregressivePrior):
+    conditional = True
+
+    @dataclass(frozen=True)
+    class Config(TrainConfig):
+        dim: int = 64  # model width D (embeddings, residual stream)
+        n_layers: int = 4  # transformer blocks
+        n_heads: int = 4  # attention heads; must divide dim
+        mlp_ratio: int = 4  # MLP hidden width = mlp_ratio * dim
+        positions: str = "2d"  # "2d": row + column embeddings; "1d": one per raster position
+
+        def __post_init__(self) -> None:
+            super().__post_init__()
+            require_positive(self, "dim", "n_layers", "n_heads", "mlp_ratio")
+            require(self.dim % self.n_heads == 0, "dim", self.dim,
+                    f"a multiple of n_heads={self.n_heads}")
+            require(self.positions in ("2d", "1d"), "positions", self.positions, "'2d' or '1d'")
+
+    @classmethod
+    def preset(cls, preset: str) -> "TransformerPrior.Config":
+        check_preset(preset)
+        return {
+            "tiny": cls.Config(dim=16, n_layers=2, n_heads=2, mlp_ratio=2, epochs=2,
+                               batch_size=8),
+            "quick": cls.Config(lr=2e-3),
+            "full": cls.Config(dim=256, n_layers=8, n_heads=8, epochs=60, batch_size=64,
+                               lr=5e-4),
+        }[preset]
+
+    def build_net(self) -> TransformerNet:
+        return TransformerNet(self.num_codes, self.grid,
+                              self.num_classes if self.uses_labels else 0, self.config)
