@@ -252,7 +252,11 @@ class Registry:
             return
         self._entry_points_loaded = True
         for ep in metadata.entry_points(group=self._group):
-            if ep.name in self._classes:
+            taken = self._classes.get(ep.name)
+            if taken is not None:  # the built-in keeps its name; say why the plug-in is out
+                if ep.value != f"{taken.__module__}:{taken.__qualname__}":
+                    self.load_errors[ep.name] = (f"{ep.value}: name taken by "
+                                                 f"{taken.__module__}.{taken.__qualname__}")
                 continue
             try:
                 cls = ep.load()
