@@ -128,3 +128,17 @@ def test_truncated_backbone_checkpoint(results, tmp_path):
 
 def test_compare_with_no_runs(tmp_path):
     assert_user_error(bench("compare", "--out", str(tmp_path)), "no finished runs")
+
+
+def test_report_writes_markdown_and_figures(results):
+    result = bench("report", "--out", str(results))
+    assert result.exit_code == 0, result.output
+    md = (results / "report" / "report.md").read_text()
+    assert "pixelcnn" in md and "![" in md
+    pngs = list((results / "report").glob("*/*.png"))
+    names = {p.name for p in pngs}
+    assert {"code-maps.png", "code-usage.png", "codebook-pca.png", "training.png",
+            "samples-pixelcnn.png", "samples-uniform.png"} <= names
+    for p in pngs:
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"]({p.parent.name}/{p.name})" in md
