@@ -12,7 +12,7 @@ import copy
 import math
 import time
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Callable, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -69,8 +69,8 @@ class NaiveStepper:
 class CausalConv2d(nn.Module):
     """A conv with explicit padding (left, right, top, bottom) and a fixed 0/1 kernel mask.
 
-    `forward` is the teacher-forced path; `at` computes one output position from a buffer that
-    holds the input already padded, which is what cached sampling updates position by position.
+    `forward` is the teacher-forced path; `point()` and `row` compute one output position or
+    row from a buffer that holds the input already padded, which cached sampling fills in.
     """
 
     def __init__(self, c_in: int, c_out: int, kernel: tuple[int, int],
@@ -103,10 +103,19 @@ class CausalConv2d(nn.Module):
     def put(self, buf: Tensor, i: int, j: int, x: Tensor) -> None:
         buf[:, :, i + self.pad[2], j + self.pad[0]] = x  # x (n, c_in)
 
-    def at(self, buf: Tensor, i: int, j: int) -> Tensor:  # -> (n, c_out)
+    def point(self) -> Callable[[Tensor, int, int], Tensor]:
+        """`at(buf, i, j) -> (n, c_out)`: one output position from the padded input buffer.
+        The masked weight is flattened once and its zero taps dropped (a sampler's inner loop).
+        """
         kh, kw = self.mask.shape
-        patch = buf[:, :, i:i + kh, j:j + kw].reshape(buf.shape[0], -1)  # (n, c_in*kh*kw)
-        return F.linear(patch, self.weight().reshape(self.conv.out_channels, -1), self.conv.bias)
+        taps = self.mask.flatten().nonzero()[:, 0]  # (T,) kernel taps the mask keeps
+        weight = self.weight().flatten(2)[:, :, taps].flatten(1)  # (c_out, c_in*T)
+
+        def at(buf: Tensor, i: int, j: int) -> Tensor:
+            patch = buf[:, :, i:i + kh, j:j + kw].flatten(2)[:, :, taps].flatten(1)
+            return F.linear(patch, weight, self.conv.bias)
+
+        return at
 
     def row(self, buf: Tensor, i: int) -> Tensor:  # -> (n, c_out, w): output row i
         return F.conv2d(buf[:, :, i:i + self.mask.shape[0]], self.weight(), self.conv.bias)[:, :, 0]

@@ -105,6 +105,7 @@ class GatedStepper:
         self.v_bufs = [l.v_conv.new_buffer(n, net.grid, like) for l in net.layers]
         self.h_bufs = [l.h_conv.new_buffer(n, net.grid, like) for l in net.layers]
         self.bias = [l.class_bias(labels) for l in net.layers]
+        self.h_at = [l.h_conv.point() for l in net.layers]
         self.links: list[Tensor] = []  # per layer (n, 2C, w): v_to_h of the row above
 
     def _vertical_row(self, i: int) -> None:
@@ -131,7 +132,7 @@ class GatedStepper:
         for n, layer in enumerate(self.net.layers):
             if n > 0:
                 layer.h_conv.put(self.h_bufs[n], i, j, h)
-            h_pre = layer.h_conv.at(self.h_bufs[n], i, j) + self.links[n][:, :, j]
+            h_pre = self.h_at[n](self.h_bufs[n], i, j) + self.links[n][:, :, j]
             h_pre = h_pre + self.bias[n][1]  # (n, 2C)
             h, skip = layer.horizontal(h_pre, h, dim=-1)
             skips = skips + skip

@@ -70,12 +70,14 @@ class PixelCNNStepper:
         like = net.embed.weight
         self.buf_in = net.conv_in.new_buffer(n, net.grid, like)  # (n, E, h+6, w+6)
         self.bufs = [b.conv.new_buffer(n, net.grid, like) for b in net.blocks]  # (n, C/2, ..)
+        self.at_in = net.conv_in.point()
+        self.at_blocks = [b.conv.point() for b in net.blocks]
 
     def logits_at(self, i: int, j: int) -> Tensor:
-        x = self.net.conv_in.at(self.buf_in, i, j)  # (n, C)
-        for block, buf in zip(self.net.blocks, self.bufs):
+        x = self.at_in(self.buf_in, i, j)  # (n, C)
+        for block, buf, at in zip(self.net.blocks, self.bufs, self.at_blocks):
             block.conv.put(buf, i, j, block.inner(x))
-            x = x + block.up(F.relu(block.conv.at(buf, i, j)))
+            x = x + block.up(F.relu(at(buf, i, j)))
         return self.net.head(x)  # (n, K)
 
     def write(self, i: int, j: int, codes: Tensor) -> None:
