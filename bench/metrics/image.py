@@ -18,20 +18,21 @@ C1 = 0.01**2  # (K1 * data range)^2
 C2 = 0.03**2  # (K2 * data range)^2
 
 
-def _check_images(x: Tensor, name: str) -> None:
+def check_images(x: Tensor, name: str = "x", min_side: int = WIN) -> None:
+    """ValueError unless x is (N, 1, H, W) float in [0, 1] with both sides >= min_side."""
     if x.ndim != 4 or x.shape[1] != 1:
         raise ValueError(f"{name} must be (N, 1, H, W), got shape {tuple(x.shape)}")
     if not x.is_floating_point():
         raise ValueError(f"{name} must be a float tensor in [0, 1], got dtype {x.dtype}")
-    if min(x.shape[-2:]) < WIN:
-        raise ValueError(f"{name} must be at least {WIN}x{WIN} px for SSIM, got {tuple(x.shape[-2:])}")
+    if min(x.shape[-2:]) < min_side:
+        raise ValueError(f"{name} must be at least {min_side}x{min_side} px, got {tuple(x.shape[-2:])}")
     if x.numel() and (x.min() < 0 or x.max() > 1):
         raise ValueError(f"{name} must lie in [0, 1], got [{x.min():.3g}, {x.max():.3g}]")
 
 
 def _check_pair(x: Tensor, y: Tensor) -> None:
-    _check_images(x, "x")
-    _check_images(y, "y")
+    check_images(x, "x")
+    check_images(y, "y")
     if x.shape != y.shape:
         raise ValueError(f"x and y must have the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
 
@@ -86,8 +87,8 @@ def ssim_matrix(a: Tensor, b: Tensor, *, batch: int = 2048) -> Tensor:
     Local means and variances are filtered once per image; each pair then costs only the
     filtered cross term. `batch` bounds the pairs held in memory at once (~50 kB each at 64 px).
     """
-    _check_images(a, "a")
-    _check_images(b, "b")
+    check_images(a, "a")
+    check_images(b, "b")
     if a.shape[1:] != b.shape[1:]:
         raise ValueError(f"a and b must have the same image shape, got {tuple(a.shape[1:])} and {tuple(b.shape[1:])}")
     if batch < 1:
