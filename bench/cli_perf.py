@@ -1,0 +1,137 @@
+"""`bench perf`: machine-use numbers for the current device, as rich tables and JSON.
+
+The lead mounts the command with `app.command("perf")(perf)`; `perf_app` runs it standalone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.table import Table
+
+from bench.cli_common import out_console, user_errors
+from bench.errors import BenchError
+from bench.perf import PerfConfig, PerfSizes, parse_sections, perf_sizes, run_perf
+from bench.progress import RichProgress, err_console
+
+
+@user_errors
+def perf(
+    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    preset: str = typer.Option("quick", help="Sizes: tiny (tests) | quick (CPU) | full (GPU)."),
+    sections: str = typer.Option("backbone,sampling,data,features",
+                                 help="Comma-separated: backbone,sampling,data,features,peer"),
+    dataset: str = typer.Option("mni", help="Dataset spec for loading, backbone, features, peer."),
+    peer: Optional[str] = typer.Option(None, help="Race our backbone against a peer: monai "
+                                       "(adds the peer section)."),
+    grids: Optional[str] = typer.Option(None, help="Code grid sides for sampling, e.g. 16,32,64 "
+                                        "[default: the preset's]."),
+    max_naive_s: Optional[float] = typer.Option(None, help="Naive sampling timing budget per "
+                                                "prior and grid, s; the rest is extrapolated."),
+    peer_budget_s: Optional[float] = typer.Option(None, help="Training budget of each backbone "
+                                                  "in the peer race, s."),
+    threads: int = typer.Option(0, help="torch intra-op threads (0 = torch's default)."),
+    seed: int = typer.Option(0, help="Seed of model init, batch order and sampling."),
+    out: Optional[Path] = typer.Option(None, help="JSON report [default: "
+                                       "results/perf-<device>.json]."),
+    cache_dir: Path = typer.Option(Path("results/.cache"), help="Data and extractor cache."),
+) -> None:
+    """Backbone images/s and FLOP/s share, cached vs naive sampling, data loading, features."""
+    sizes = sized(preset, grids, max_naive_s, peer_budget_s)
+    cfg = PerfConfig(preset=preset, device=device, sections=parse_sections(sections, peer),
+                     dataset=dataset, peer=peer or "monai", sizes=sizes, threads=threads,
+                     seed=seed, out=out, cache_dir=cache_dir)
+    result = run_perf(cfg, progress=RichProgress())
+    print_report(result.report)
+    err_console.print(f"wrote {result.path}")
+
+
+def sized(preset: str, grids: str | None, max_naive_s: float | None,
+          peer_budget_s: float | None) -> PerfSizes:
+    """The preset's PerfSizes with the options given on the command line replaced."""
+    changes: dict[str, Any] = {}
+    if grids is not None:
+        try:
+            changes["grids"] = tuple(int(g) for g in grids.split(",") if g.strip())
+        except ValueError:
+            raise BenchError(f"--grids must be comma-separated sides like 16,32,64, "
+                             f"got {grids!r}") from None
+    if max_naive_s is not None:
+        changes["max_naive_s"] = max_naive_s
+    if peer_budget_s is not None:
+        changes["peer_budget_s"] = peer_budget_s
+    return dataclasses.replace(perf_sizes(preset), **changes)
+
+
+def _table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
+    table = Table(title=title)
+    for i, col in enumerate(columns):
+        table.add_column(col, justify="left" if i == 0 else "right")
+    for row in rows:
+        table.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row))
+    return table
+
+
+def print_report(report: dict[str, Any]) -> None:
+    head = f"{report['device']} · preset {report['preset']}"
+    load = report["load_average"]
+    for name, printer in PRINTERS.items():
+        if name in report:
+            title = f"{name} · {head} · load {load[name][0]:.1f}"
+            out_console.print(printer(report[name], title))
+
+
+def _backbone(b: dict[str, Any], title: str) -> Table:
+    rows = [["images/s", b["images_per_s"]], ["steps timed", b["steps"]],
+            ["batch, px", f"{b['batch_size']}, {b['resolution']}"],
+            ["GFLOP per step (fwd+bwd)", b["flops_per_step"] / 1e9],
+            ["achieved GFLOP/s", b["achieved_flops_per_s"] / 1e9]]
+    for dtype, peak in b["matmul_peak"].items():
+        rows += [[f"{dtype} matmul peak GFLOP/s (n={peak['n']:.0f})",
+                  peak["best_flops_per_s"] / 1e9],
+                 [f"share of {dtype} peak", b[f"share_of_{dtype}_matmul_peak"]]]
+    return _table(title, ["backbone training", "value"], rows)
+
+
+def _sampling(rows: list[dict[str, Any]], title: str) -> Table:
+    """One row per prior and grid; * marks a naive time extrapolated from the first positions."""
+    return _table(title, ["prior", "grid", "n", "cached s", "naive s", "naive/cached",
+                          "forward passes per grid", "naive positions timed", "same codes"],
+                  [[r["prior"], f"{r['grid']}x{r['grid']}", int(r["n"]), r["cached_s"],
+                    f"{r['naive_s']:.4g}" + ("*" if r["naive_extrapolated"] else ""),
+                    r["speedup"], r["cost_forward_equivalents"],
+                    f"{r['naive_positions_timed']}/{r['naive_positions']}",
+                    "yes" if r["identical"] else "NO"] for r in rows])
+
+
+def _data(d: dict[str, Any], title: str) -> Table:
+    return _table(title, ["data loading", "images", "s", "images/s"],
+                  [[f"cold ({d['spec']}, {d['resolution']} px)", d["n_images"], d["cold_s"],
+                    d["cold_images_per_s"]],
+                   ["warm (cache + full read)", d["n_images"], d["warm_s"] + d["warm_read_s"],
+                    d["warm_images_per_s"]]])
+
+
+def _features(f: dict[str, Any], title: str) -> Table:
+    return _table(title, ["features", "images", "s", "images/s", "build s"],
+                  [[f"{f['extractor']} ({f['extractor_id']})", f["n_images"], f["wall_s"],
+                    f["images_per_s"], f["build_s"]]])
+
+
+def _peer(p: dict[str, Any], title: str) -> Table:
+    title += f" · {p['budget_s']:.3g} s each, batch {p['batch_size']}, {p['optimizer']}"
+    return _table(title,
+                  ["backbone", "parameters", "steps", "images/s", "final train MSE", "recon SSIM"],
+                  [[name, c["n_parameters"], c["steps"], c["images_per_s"], c["final_train_mse"],
+                    c["recon_ssim"]] for name, c in p["contenders"].items()])
+
+
+PRINTERS = {"backbone": _backbone, "sampling": _sampling, "data": _data, "features": _features,
+            "peer": _peer}
+
+perf_app = typer.Typer(help="Machine-use numbers of the benchmark.", add_completion=False,
+                       pretty_exceptions_enable=False)
+perf_app.command("perf")(perf)

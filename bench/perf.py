@@ -1,0 +1,394 @@
+"""`bench perf`: how well the benchmark uses the machine it runs on.
+
+Sections (each a dict in the report, all times wall clock on one device, in one process):
+  backbone  training images/s of the real loop (`train_vqvae`), FLOPs per step counted exactly
+            (FlopCounterMode over one forward+backward) and their rate as a share of the fp32
+            matmul peak measured in the same run
+  sampling  cached vs naive sampling of every registered autoregressive prior at several grid
+            sides (naive timed on the first positions within a budget, then extrapolated)
+  data      dataset loading, cold (decode into a fresh cache) vs warm
+  features  feature-extraction images/s of the `mri` extractor
+  peer      our backbone against a peer implementation at an equal wall-clock budget
+The machine load average is recorded around every section: timings on a shared box are noisy.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+import priors
+from bench.data import DataConfig, ImageDataset, load_dataset
+from bench.data.benchmark import measure_loading
+from bench.peers import PEERS, peer_module, race_peer
+from bench.presets import Preset, get_preset
+from bench.run import device_name, resolve_device
+from priors import NullProgress, Progress
+from priors.autoregressive import AutoregressivePrior, sampling_speed
+from vqvae import VQVAE, TrainConfig, train_vqvae
+from vqvae.io import write_json_atomic
+
+SECTIONS = ("backbone", "sampling", "data", "features", "peer")
+DEFAULT_SECTIONS = ("backbone", "sampling", "data", "features")
+FORMAT = 1  # bump when a field changes meaning
+
+
+@dataclass(frozen=True)
+class PerfSizes:
+    """How much work each measurement does; one per preset, overridable field by field."""
+
+    matmul_n: int  # side of the square fp32 matmul of the peak; 0 = by device (cpu 2048, cuda 8192)
+    matmul_s: float  # s, length of the timed matmul loop
+    backbone_steps: int  # timed training steps (after two untimed warm-up steps)
+    grids: tuple[int, ...]  # code grid sides (h = w) for the sampling section
+    n_grids: int  # grids sampled together (the batch of `sampling_speed`)
+    max_naive_s: float  # s, budget of the naive sampling timing per prior and grid
+    n_feature_images: int  # test images pushed through the feature extractor
+    peer_budget_s: float  # s, training budget of each backbone in the peer race
+
+    def __post_init__(self) -> None:
+        for name in ("matmul_n",):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("backbone_steps", "n_grids", "n_feature_images"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("matmul_s", "max_naive_s", "peer_budget_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0 s, got {getattr(self, name)}")
+        if not self.grids or min(self.grids) < 1:
+            raise ValueError(f"grids must be positive sides like (16, 32, 64), got {self.grids}")
+
+
+def perf_sizes(preset: str) -> PerfSizes:
+    """tiny: the tests, seconds. quick: minutes on 2 CPU cores. full: a GPU."""
+    match preset:
+        case "tiny":
+            return PerfSizes(256, 0.05, 2, (4,), 2, 0.1, 32, 0.5)
+        case "quick":
+            return PerfSizes(0, 2.0, 30, (16, 32, 64), 8, 5.0, 500, 60.0)
+        case "full":
+            return PerfSizes(0, 3.0, 50, (16, 32, 64), 64, 20.0, 4000, 300.0)
+    get_preset(preset)  # raises the one-line error naming the valid presets
+    raise AssertionError(preset)
+
+
+@dataclass(frozen=True)
+class PerfConfig:
+    preset: str = "quick"  # tiny | quick | full: backbone, data sizes and PerfSizes
+    device: str = "auto"  # auto | cpu | cuda
+    sections: tuple[str, ...] = DEFAULT_SECTIONS  # subset of SECTIONS, run in that order
+    dataset: str = "mni"  # dataset spec for data loading, backbone, features and peer images
+    peer: str = "monai"  # which peer the "peer" section races (bench.peers.PEERS)
+    sizes: PerfSizes | None = None  # None = perf_sizes(preset)
+    threads: int = 0  # torch intra-op threads during the run, restored after; 0 = leave as is
+    seed: int = 0  # model init, batch order, sampling
+    out: Path | None = None  # JSON report; None = results_dir / perf-<device>.json
+    results_dir: Path = Path("results")  # where the default report goes
+    cache_dir: Path | None = None  # data / extractor cache; None = results_dir / .cache
+
+    def __post_init__(self) -> None:
+        get_preset(self.preset)
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device must be one of auto, cpu, cuda, got {self.device!r}")
+        unknown = [s for s in self.sections if s not in SECTIONS]
+        if unknown or not self.sections or len(set(self.sections)) != len(self.sections):
+            raise ValueError(f"sections must be distinct names from {', '.join(SECTIONS)}, "
+                             f"got {','.join(self.sections) or '(none)'}")
+        if self.peer not in PEERS:
+            raise ValueError(f"peer must be one of {', '.join(PEERS)}, got {self.peer!r}")
+        if self.threads < 0:
+            raise ValueError(f"threads must be >= 0 (0 = torch's default), got {self.threads}")
+
+    @property
+    def resolved_sizes(self) -> PerfSizes:
+        return self.sizes or perf_sizes(self.preset)
+
+    @property
+    def resolved_cache_dir(self) -> Path:
+        return self.cache_dir or self.results_dir / ".cache"
+
+
+def parse_sections(text: str, peer: str | None) -> tuple[str, ...]:
+    """'backbone,data' -> ('backbone', 'data'); a --peer adds the 'peer' section."""
+    sections = tuple(s.strip() for s in text.split(",") if s.strip())
+    return sections + (("peer",) if peer and "peer" not in sections else ())
+
+
+# --- measurements -------------------------------------------------------------------------
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_peak(device: torch.device, *, n: int, seconds: float,
+                dtype: torch.dtype = torch.float32) -> dict[str, float]:
+    """Best and median FLOP/s of an n x n matmul repeated for about `seconds` (>= 3 calls)."""
+    g = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(n, n, generator=g, device=device, dtype=dtype)
+    b = torch.randn(n, n, generator=g, device=device, dtype=dtype)
+    torch.matmul(a, b)  # warm-up (allocator, kernel selection, thread pool)
+    _sync(device)
+    rates, start = [], time.perf_counter()
+    while len(rates) < 3 or time.perf_counter() - start < seconds:
+        t0 = time.perf_counter()
+        torch.matmul(a, b)
+        _sync(device)
+        rates.append(2 * n**3 / (time.perf_counter() - t0))
+    return {"n": float(n), "calls": float(len(rates)), "best_flops_per_s": max(rates),
+            "median_flops_per_s": float(np.median(rates))}
+
+
+def train_step_flops(step: Callable[[], torch.Tensor]) -> int:
+    """FLOPs of `step()` (returning a loss) plus its backward, as counted by FlopCounterMode
+    (matmuls and convolutions; elementwise ops and the optimiser update are not counted)."""
+    with FlopCounterMode(display=False) as counter:
+        step().backward()
+    return int(counter.get_total_flops())
+
+
+def _images(ds: ImageDataset, split: str, n: int) -> np.ndarray:
+    return np.array(ds.splits[split].images[:n])  # (n, H, W) uint8, a writable copy
+
+
+def backbone_flops(preset: Preset, device: torch.device, batch: torch.Tensor) -> int:
+    """FLOPs of one training step of a fresh backbone on `batch` (B, 1, H, W)."""
+    model = VQVAE(preset.vqvae).to(device).train()
+
+    def step() -> torch.Tensor:
+        x_hat, vq_loss, _ = model(batch)
+        return torch.nn.functional.mse_loss(x_hat, batch) + vq_loss
+
+    return train_step_flops(step)
+
+
+def measure_backbone(preset: Preset, ds: ImageDataset, device: torch.device, sizes: PerfSizes,
+                     seed: int, peaks: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """Images/s of `train_vqvae` itself over `backbone_steps` steps, and its FLOP/s as a share
+    of each matmul peak in `peaks` (dtype name -> matmul_peak)."""
+    bs = preset.train.batch_size
+    train = _images(ds, "train", sizes.backbone_steps * bs)
+    epochs = math.ceil(sizes.backbone_steps / max(1, len(train) // bs))
+    model = VQVAE(preset.vqvae)
+    warm = TrainConfig(epochs=1, batch_size=bs, lr=preset.train.lr, seed=seed)
+    train_vqvae(model, train[:2 * bs], warm, device=device, progress=NullProgress())
+    timed = replace(warm, epochs=epochs)
+    summary = train_vqvae(model, train, timed, device=device, progress=NullProgress())
+    batch = torch.from_numpy(train[:bs]).to(device).unsqueeze(1).float().div_(255.0)
+    flops = backbone_flops(preset, device, batch)
+    achieved = flops * summary["steps"] / summary["train_wall_s"]
+    return {"batch_size": bs, "resolution": preset.resolution, "steps": summary["steps"],
+            "wall_s": summary["train_wall_s"], "images_per_s": summary["train_images_per_s"],
+            "n_parameters": sum(p.numel() for p in model.parameters()),
+            "flops_per_step": flops, "achieved_flops_per_s": achieved,
+            **{f"share_of_{dtype}_matmul_peak": achieved / peak["best_flops_per_s"]
+               for dtype, peak in peaks.items()},
+            "amp": "bf16 autocast + channels_last" if device.type == "cuda" else "fp32"}
+
+
+def autoregressive_priors() -> list[str]:
+    """Registered priors that sample position by position (subclasses of AutoregressivePrior)."""
+    return [name for name in priors.available_priors()
+            if issubclass(priors.get_prior(name), AutoregressivePrior)]
+
+
+def _forward_s(prior: AutoregressivePrior, n: int, repeats: int = 3) -> float:
+    """Best of `repeats` teacher-forced forwards of n grids (after one warm-up)."""
+    codes = torch.zeros(n, *prior.grid, dtype=torch.int64, device=prior.device)
+    times = []
+    with torch.no_grad():
+        for _ in range(repeats + 1):
+            _sync(prior.device)
+            t0 = time.perf_counter()
+            prior.logits(codes)
+            _sync(prior.device)
+            times.append(time.perf_counter() - t0)
+    return min(times[1:])
+
+
+def _build_prior(name: str, preset: str, num_codes: int, side: int, device: torch.device,
+                 seed: int) -> AutoregressivePrior:
+    """An untrained prior (sampling speed does not depend on the weights), seeded init."""
+    cls = priors.get_prior(name)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        return cls(cls.preset(preset), num_codes=num_codes, grid=(side, side), device=device)
+
+
+def warm_up_sampling(name: str, preset: str, num_codes: int, device: torch.device, n: int) -> None:
+    """Cached sampling of a 2x2 grid, so that one-off costs (kernel selection, thread pool,
+    allocator) are not charged to the first timed grid: `sampling_speed` times cold."""
+    prior = _build_prior(name, preset, num_codes, 2, device, seed=0)
+    prior.sample(n, generator=torch.Generator(device).manual_seed(0))
+
+
+def measure_sampling_one(name: str, preset: str, num_codes: int, side: int,
+                         device: torch.device, sizes: PerfSizes, seed: int) -> dict[str, Any]:
+    """sampling_speed of one prior on a side x side grid; the naive path is timed on as many
+    positions as fit in max_naive_s (one full forward each) and extrapolated to the grid."""
+    prior = _build_prior(name, preset, num_codes, side, device, seed)
+    n_pos = side * side
+    timed = max(1, min(n_pos, int(sizes.max_naive_s / max(_forward_s(prior, sizes.n_grids), 1e-9))))
+    speed = sampling_speed(prior, sizes.n_grids, seed=seed, naive_positions=timed)
+    return {"prior": name, "grid": side, "num_codes": num_codes,
+            "n_parameters": prior.num_parameters(), "naive_positions_timed": timed,
+            "naive_positions": n_pos, "cached_s_per_grid": speed["cached_s"] / sizes.n_grids,
+            "naive_s_per_grid": speed["naive_s"] / sizes.n_grids, **speed}
+
+
+def measure_features(preset: Preset, ds: ImageDataset, device: torch.device, sizes: PerfSizes,
+                     seed: int, cache_dir: Path) -> dict[str, Any]:
+    """Images/s of the `mri` extractor's `features` (its training or cache load timed apart)."""
+    from bench.extractors import build_extractor  # written alongside; imported when used
+
+    t0 = time.perf_counter()
+    extractor = build_extractor("mri", train_images=np.asarray(ds.splits["train"].images),
+                                cache_dir=cache_dir / "extractors", device=device, seed=seed,
+                                preset=preset.name, progress=None, weights_path=None)
+    build_s = time.perf_counter() - t0
+    x = torch.from_numpy(_images(ds, "test", sizes.n_feature_images)).unsqueeze(1).float() / 255
+    extractor.features(x[:8])  # warm-up
+    _sync(device)
+    t0 = time.perf_counter()
+    extractor.features(x)
+    _sync(device)
+    wall_s = time.perf_counter() - t0
+    return {"extractor": extractor.name, "extractor_id": extractor.id, "dim": extractor.dim,
+            "n_images": len(x), "resolution": preset.resolution, "build_s": build_s,
+            "wall_s": wall_s, "images_per_s": len(x) / wall_s}
+
+
+# --- orchestration ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PerfResult:
+    report: dict[str, Any]
+    path: Path  # where the JSON was written
+
+
+@dataclass
+class _Context:
+    cfg: PerfConfig
+    preset: Preset
+    device: torch.device
+    sizes: PerfSizes
+    progress: Progress
+    dataset: ImageDataset | None = None
+
+    def images(self) -> ImageDataset:
+        if self.dataset is None:
+            data_cfg = DataConfig(resolution=self.preset.resolution, seed=self.cfg.seed,
+                                  mni_sizes=self.preset.mni_sizes)
+            self.dataset = load_dataset(self.cfg.dataset, data_cfg,
+                                        cache_dir=self.cfg.resolved_cache_dir / "data")
+        return self.dataset
+
+
+def _section_backbone(ctx: _Context) -> dict[str, Any]:
+    n = ctx.sizes.matmul_n or (8192 if ctx.device.type == "cuda" else 2048)
+    dtypes = {"fp32": torch.float32}
+    if ctx.device.type == "cuda":  # training runs under bf16 autocast there
+        dtypes["bf16"] = torch.bfloat16
+    peaks = {name: matmul_peak(ctx.device, n=n, seconds=ctx.sizes.matmul_s, dtype=dtype)
+             for name, dtype in dtypes.items()}
+    out = measure_backbone(ctx.preset, ctx.images(), ctx.device, ctx.sizes, ctx.cfg.seed, peaks)
+    return out | {"matmul_peak": peaks}
+
+
+def _section_sampling(ctx: _Context) -> list[dict[str, Any]]:
+    rows, names, num_codes = [], autoregressive_priors(), ctx.preset.vqvae.num_codes
+    ctx.progress.start("perf: sampling", len(names) * len(ctx.sizes.grids))
+    for name in names:
+        warm_up_sampling(name, ctx.preset.name, num_codes, ctx.device, ctx.sizes.n_grids)
+        for side in ctx.sizes.grids:
+            rows.append(measure_sampling_one(name, ctx.preset.name, num_codes, side, ctx.device,
+                                             ctx.sizes, ctx.cfg.seed))
+            ctx.progress.advance(1)
+    return rows
+
+
+def _section_data(ctx: _Context) -> dict[str, Any]:
+    data_cfg = DataConfig(resolution=ctx.preset.resolution, seed=ctx.cfg.seed,
+                          mni_sizes=ctx.preset.mni_sizes)
+    return measure_loading(ctx.cfg.dataset, data_cfg, ctx.cfg.resolved_cache_dir / "data")
+
+
+def _section_features(ctx: _Context) -> dict[str, Any]:
+    return measure_features(ctx.preset, ctx.images(), ctx.device, ctx.sizes, ctx.cfg.seed,
+                            ctx.cfg.resolved_cache_dir)
+
+
+def _section_peer(ctx: _Context) -> dict[str, Any]:
+    ds, cap = ctx.images(), ctx.preset.max_train_images or None
+    return race_peer(ctx.cfg.peer, ctx.preset, device=ctx.device, seed=ctx.cfg.seed,
+                     train_images=np.asarray(ds.splits["train"].images[:cap]),
+                     test_images=np.asarray(ds.splits["test"].images),
+                     budget_s=ctx.sizes.peer_budget_s)
+
+
+_SECTION_FNS: dict[str, Callable[[_Context], Any]] = {
+    "backbone": _section_backbone, "sampling": _section_sampling, "data": _section_data,
+    "features": _section_features, "peer": _section_peer}
+
+
+def device_slug(device: torch.device) -> str:
+    """'cpu', or 'cuda-nvidia-h100-80gb-hbm3': the file name part of the default report."""
+    if device.type != "cuda":
+        return device.type
+    name = torch.cuda.get_device_name(device).lower()
+    return "cuda-" + "-".join("".join(c if c.isalnum() else " " for c in name).split())
+
+
+@contextmanager
+def intra_op_threads(n: int) -> Iterator[None]:
+    """torch intra-op threads set to n (0 = untouched) for the block, then restored."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def run_perf(cfg: PerfConfig, *, progress: Progress | None = None) -> PerfResult:
+    """Run the chosen sections on one device and write the report as JSON (atomically)."""
+    device = resolve_device(cfg.device)
+    if "peer" in cfg.sections:
+        peer_module(cfg.peer)  # missing optional dependency: fail before the other sections
+    sizes = cfg.resolved_sizes
+    ctx = _Context(cfg, get_preset(cfg.preset), device, sizes, progress or NullProgress())
+    with intra_op_threads(cfg.threads):
+        report = _header(cfg, device, sizes)
+        for section in cfg.sections:
+            load_before, t0 = os.getloadavg()[0], time.perf_counter()
+            ctx.progress.start(f"perf: {section}", None)
+            report[section] = _SECTION_FNS[section](ctx)
+            ctx.progress.stop()
+            report["section_s"][section] = time.perf_counter() - t0
+            report["load_average"][section] = [load_before, os.getloadavg()[0]]
+    path = cfg.out or cfg.results_dir / f"perf-{device_slug(device)}.json"
+    write_json_atomic(path, report)
+    return PerfResult(report, path)
+
+
+def _header(cfg: PerfConfig, device: torch.device, sizes: PerfSizes) -> dict[str, Any]:
+    return {"format": FORMAT, "device": device_name(device), "preset": cfg.preset,
+            "dataset": cfg.dataset, "seed": cfg.seed, "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "cpu_count": os.cpu_count(),
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "sizes": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(sizes).items()},
+            "load_average": {"start": list(os.getloadavg())}, "section_s": {}}

@@ -1,0 +1,182 @@
+"""`bench perf` on the tiny preset: every field present, positive and finite. No timed
+assertions: the machine is shared and noisy; the numbers belong in the report, not here."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from bench.cli_perf import perf_app
+from bench.errors import BenchError
+from bench.perf import (PerfConfig, autoregressive_priors, device_slug,
+                        intra_op_threads, matmul_peak, parse_sections, perf_sizes, run_perf,
+                        train_step_flops)
+
+
+def positive(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+@pytest.fixture(scope="module")
+def tiny_report(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("perf")
+    cfg = PerfConfig(preset="tiny", device="cpu", results_dir=tmp, cache_dir=tmp / "cache",
+                     sections=("backbone", "sampling", "data", "features"))
+    result = run_perf(cfg)
+    return result, tmp
+
+
+def test_report_written_to_the_default_path(tiny_report):
+    result, tmp = tiny_report
+    assert result.path == tmp / "perf-cpu.json"
+    on_disk = json.loads(result.path.read_text())
+    assert on_disk["preset"] == "tiny" and on_disk["device"].startswith("cpu")
+    assert set(on_disk["load_average"]) == {"start", "backbone", "sampling", "data", "features"}
+
+
+def test_backbone_fields(tiny_report):
+    b = tiny_report[0].report["backbone"]
+    for key in ("images_per_s", "steps", "wall_s", "flops_per_step", "achieved_flops_per_s",
+                "share_of_fp32_matmul_peak", "n_parameters"):
+        assert positive(b[key]), key
+    assert positive(b["matmul_peak"]["fp32"]["best_flops_per_s"])
+
+
+def test_sampling_rows_cover_every_autoregressive_prior(tiny_report):
+    rows = tiny_report[0].report["sampling"]
+    sides = perf_sizes("tiny").grids
+    assert {(r["prior"], r["grid"]) for r in rows} == {(p, s) for p in autoregressive_priors()
+                                                       for s in sides}
+    for r in rows:
+        for key in ("cached_s", "naive_s", "speedup", "forward_s", "cost_forward_equivalents"):
+            assert positive(r[key]), (r["prior"], key)
+        assert r["identical"] == 1.0  # cached and naive sampling drew the same codes
+        assert r["naive_extrapolated"] == float(r["naive_positions_timed"] < r["naive_positions"])
+
+
+def test_data_and_feature_fields(tiny_report):
+    report = tiny_report[0].report
+    for key in ("cold_images_per_s", "warm_images_per_s", "n_images"):
+        assert positive(report["data"][key]), key
+    for key in ("images_per_s", "wall_s", "n_images", "dim"):
+        assert positive(report["features"][key]), key
+
+
+def test_autoregressive_priors_excludes_the_others():
+    names = autoregressive_priors()
+    assert "pixelcnn" in names and "gated-pixelcnn" in names
+    assert "uniform" not in names and "unigram" not in names
+
+
+def test_cli_prints_tables_and_writes_json(tmp_path):
+    out = tmp_path / "p.json"
+    result = CliRunner().invoke(perf_app, ["--preset", "tiny", "--device", "cpu", "--sections",
+                                           "data", "--out", str(out),
+                                           "--cache-dir", str(tmp_path / "cache")])
+    assert result.exit_code == 0, result.output
+    assert "data loading" in result.output and f"wrote {out}" in result.output
+    report = json.loads(out.read_text())
+    assert positive(report["data"]["cold_images_per_s"]) and "backbone" not in report
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--sections", "backbone,gpu"], "sections must be distinct names"),
+    (["--device", "tpu"], "device must be one of"),
+    (["--preset", "huge"], "unknown preset 'huge'"),
+    (["--grids", "16,x"], "--grids must be comma-separated"),
+    (["--grids", "0"], "grids must be positive"),
+    (["--max-naive-s", "0"], "max_naive_s must be > 0"),
+    (["--threads", "-1"], "threads must be >= 0"),
+    (["--peer", "pytorch"], "peer must be one of monai"),
+])
+def test_cli_rejects_bad_options_in_one_line(tmp_path, args, message):
+    result = CliRunner().invoke(perf_app, ["--preset", "tiny", "--out", str(tmp_path / "p.json"),
+                                           *args])
+    assert result.exit_code == 2
+    assert message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "p.json").exists()
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="sections must be distinct"):
+        PerfConfig(sections=("data", "data"))
+    with pytest.raises(ValueError, match="sections must be distinct"):
+        PerfConfig(sections=())
+    with pytest.raises(BenchError, match="unknown preset"):
+        perf_sizes("huge")
+    sizes = perf_sizes("tiny")
+    for field, bad in [("backbone_steps", 0), ("n_grids", 0), ("n_feature_images", 0),
+                       ("matmul_s", 0.0), ("peer_budget_s", -1.0), ("matmul_n", -1)]:
+        with pytest.raises(ValueError, match=field):
+            dataclasses.replace(sizes, **{field: bad})
+
+
+def test_parse_sections_adds_the_peer():
+    assert parse_sections("data, backbone", None) == ("data", "backbone")
+    assert parse_sections("data", "monai") == ("data", "peer")
+    assert parse_sections("peer", "monai") == ("peer",)
+
+
+def test_train_step_flops_of_a_linear_layer():
+    n, a, b = 8, 5, 3
+    layer = torch.nn.Linear(a, b, bias=False)
+    x = torch.randn(n, a, requires_grad=True)
+    # forward x @ W.T: 2nab; backward: grad of x and grad of W, 2nab each
+    assert train_step_flops(lambda: layer(x).sum()) == 6 * n * a * b
+    x_const = torch.randn(n, a)
+    assert train_step_flops(lambda: layer(x_const).sum()) == 4 * n * a * b
+
+
+def test_matmul_peak_is_positive():
+    peak = matmul_peak(torch.device("cpu"), n=32, seconds=0.0)
+    assert peak["calls"] >= 3 and positive(peak["best_flops_per_s"])
+    assert peak["best_flops_per_s"] >= peak["median_flops_per_s"]
+
+
+def test_threads_are_restored():
+    before = torch.get_num_threads()
+    with intra_op_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    assert device_slug(torch.device("cpu")) == "cpu"
+
+
+def test_missing_monai_is_one_line_with_the_install_command(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "monai", None)  # `import monai` now raises ImportError
+    result = CliRunner().invoke(perf_app, ["--preset", "tiny", "--device", "cpu", "--peer", "monai",
+                                           "--out", str(tmp_path / "p.json")])
+    assert result.exit_code == 2
+    assert "pip install 'vq-prior-bench[monai]'" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_peer_race_against_monai(tmp_path):
+    pytest.importorskip("monai")
+    sizes = dataclasses.replace(perf_sizes("tiny"), peer_budget_s=0.3)
+    cfg = PerfConfig(preset="tiny", device="cpu", sections=("peer",), sizes=sizes,
+                     out=tmp_path / "p.json", cache_dir=tmp_path / "cache")
+    peer = run_perf(cfg).report["peer"]
+    assert set(peer["contenders"]) == {"ours", "monai"}
+    assert 0.8 <= peer["parameter_ratio"] <= 1.2
+    for c in peer["contenders"].values():
+        for key in ("steps", "images_per_s", "train_s", "final_train_mse", "n_parameters"):
+            assert positive(c[key]), key
+        assert -1.0 <= c["recon_ssim"] <= 1.0
+
+
+@pytest.mark.parametrize("preset", ["tiny", "quick", "full"])
+def test_monai_is_sized_like_our_backbone(preset):
+    pytest.importorskip("monai")
+    from bench.peers.monai_vqvae import matched_config, n_parameters
+    from bench.presets import get_preset
+    from vqvae import VQVAE
+
+    cfg = get_preset(preset).vqvae
+    ratio = n_parameters(matched_config(cfg).build()) / n_parameters(VQVAE(cfg))
+    assert 0.8 <= ratio <= 1.2
