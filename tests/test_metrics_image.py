@@ -39,9 +39,10 @@ def test_ssim_matches_skimage_on_non_square():
     np.testing.assert_allclose(ssim(x, y).numpy(), _skimage_ssim(x, y), atol=1e-4)
 
 
-def test_ssim_of_identical_images_is_one():
-    x = brain_phantoms(4)
-    assert torch.allclose(ssim(x, x), torch.ones(4, dtype=torch.float64))
+def test_ssim_of_identical_images_is_one_in_any_batching():
+    x, y = brain_phantoms(5), brain_phantoms(5, seed=1)
+    assert torch.allclose(ssim(x, x), torch.ones(5, dtype=torch.float64))
+    assert torch.equal(ssim(x, y, batch=2), ssim(x, y))
 
 
 def test_psnr_matches_skimage_and_is_inf_for_identical():
@@ -102,6 +103,8 @@ def test_pair_metrics_reject_bad_input(fn):
 
 def test_matrix_metrics_reject_bad_input():
     a = brain_phantoms(3)
+    with pytest.raises(ValueError, match="batch must be >= 1"):
+        ssim(a, a, batch=0)
     with pytest.raises(ValueError, match="same image shape"):
         ssim_matrix(a, a[..., :32, :32])
     with pytest.raises(ValueError, match="batch must be >= 1"):

@@ -37,41 +37,65 @@ def _check_pair(x: Tensor, y: Tensor) -> None:
         raise ValueError(f"x and y must have the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
 
 
-def _band(n: int, dtype: torch.dtype) -> Tensor:
+def _band(n: int, dtype: torch.dtype, device: torch.device) -> Tensor:
     """(n - WIN + 1, n) matrix whose rows apply the normalised Gaussian window ('valid')."""
     taps = torch.exp(-0.5 * ((torch.arange(WIN, dtype=torch.float64) - WIN // 2) / SIGMA) ** 2)
     taps /= taps.sum()
     band = torch.zeros(n - WIN + 1, n, dtype=torch.float64)
     for i in range(n - WIN + 1):
         band[i, i:i + WIN] = taps
-    return band.to(dtype)
+    return band.to(device, dtype)
 
 
 class _Filter:
     """Separable Gaussian filter as two dense matmuls: far faster on CPU than conv2d."""
 
-    def __init__(self, h: int, w: int, dtype: torch.dtype) -> None:
-        self.rows, self.cols_t = _band(h, dtype), _band(w, dtype).T.contiguous()
+    def __init__(self, like: Tensor) -> None:  # filters images shaped, typed and placed like `like`
+        (h, w), dtype, dev = like.shape[-2:], like.dtype, like.device
+        self.rows, self.cols_t = _band(h, dtype, dev), _band(w, dtype, dev).T.contiguous()
 
     def __call__(self, z: Tensor) -> Tensor:  # (..., H, W) -> (..., H-10, W-10)
         return self.rows @ (z @ self.cols_t)
 
 
-def _stats(x: Tensor, filt: _Filter) -> tuple[Tensor, Tensor]:
-    """Per-image local mean and variance maps, each (N, H-10, W-10)."""
+def _stats(x: Tensor, filt: _Filter) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-image maps (N, H-10, W-10): mu, l = (mu^2 + C1/2)/2 and v = (var + C2/2)/2.
+
+    Split this way, every pairwise term of SSIM is a single broadcast op:
+    SSIM = (2 mu_x mu_y + C1)(2 cov + C2) / ((mu_x^2 + mu_y^2 + C1)(var_x + var_y + C2))
+         = (mu_x mu_y + C1/2)(cov + C2/2) / ((l_x + l_y)(v_x + v_y)).
+    """
     mu = filt(x[:, 0])
-    return mu, filt(x[:, 0] ** 2) - mu**2
+    sq = mu**2
+    return mu, (sq + C1 / 2) / 2, filt(x[:, 0] ** 2).sub_(sq).add_(C2 / 2).div_(2)
 
 
-def ssim(x: Tensor, y: Tensor) -> Tensor:
-    """(N,) SSIM of each pair x[i], y[i], computed in float64."""
+def _cross(xa: Tensor, xb: Tensor, filt: _Filter) -> Tensor:
+    """Filtered E[x y] + (C1 + C2)/2 for broadcast pairs: the Gaussian window sums to one, so
+    the constant rides along in the product pass for free."""
+    return filt(torch.addcmul(torch.tensor((C1 + C2) / 2, dtype=xa.dtype, device=xa.device), xa, xb))
+
+
+def _mean_ssim(cross: Tensor, a: tuple[Tensor, Tensor, Tensor], b: tuple[Tensor, Tensor, Tensor]) -> Tensor:
+    """Mean SSIM over the map from `_cross` output (consumed in place) and broadcastable `_stats`."""
+    (mu_a, lum_a, var_a), (mu_b, lum_b, var_b) = a, b
+    m = torch.addcmul(torch.tensor(C1 / 2, dtype=mu_a.dtype, device=mu_a.device), mu_a, mu_b)
+    num = cross.sub_(m).mul_(m)  # (mu mu + C1/2)(cov + C2/2)
+    den = (lum_a + lum_b).mul_(var_a + var_b)
+    return num.div_(den).flatten(-2).mean(-1)
+
+
+def ssim(x: Tensor, y: Tensor, *, batch: int = 512) -> Tensor:
+    """(N,) SSIM of each pair x[i], y[i], computed in float64, `batch` pairs at a time."""
     _check_pair(x, y)
-    x, y = x.double(), y.double()
-    filt = _Filter(*x.shape[-2:], torch.float64)
-    (mu_x, var_x), (mu_y, var_y) = _stats(x, filt), _stats(y, filt)
-    cov = filt(x[:, 0] * y[:, 0]) - mu_x * mu_y
-    s = ((2 * mu_x * mu_y + C1) * (2 * cov + C2)) / ((mu_x**2 + mu_y**2 + C1) * (var_x + var_y + C2))
-    return s.flatten(1).mean(1)
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    filt = _Filter(x[:1].double())
+    out = []
+    for i in range(0, len(x), batch):
+        xb, yb = x[i:i + batch].double(), y[i:i + batch].double()
+        out.append(_mean_ssim(_cross(xb[:, 0], yb[:, 0], filt), _stats(xb, filt), _stats(yb, filt)))
+    return torch.cat(out) if out else x.new_zeros(0, dtype=torch.float64)
 
 
 def psnr(x: Tensor, y: Tensor) -> Tensor:
@@ -81,49 +105,42 @@ def psnr(x: Tensor, y: Tensor) -> Tensor:
     return 10 * torch.log10(1.0 / mse)
 
 
-def ssim_matrix(a: Tensor, b: Tensor, *, batch: int = 2048) -> Tensor:
-    """(Na, Nb) SSIM of every pair (a[i], b[j]), float32 inside.
+def ssim_matrix(a: Tensor, b: Tensor, *, batch: int | None = None) -> Tensor:
+    """(Na, Nb) SSIM of every pair (a[i], b[j]), float32 inside, on the images' device.
 
     Local means and variances are filtered once per image; each pair then costs only the
-    filtered cross term. `batch` bounds the pairs held in memory at once (~50 kB each at 64 px).
+    filtered cross term. `batch` pairs are held at once (None: 2048 at 64 px, 32 MB buffers);
+    large blocks also keep OpenMP threads from idling at barriers on a busy CPU.
     """
     check_images(a, "a")
     check_images(b, "b")
     if a.shape[1:] != b.shape[1:]:
         raise ValueError(f"a and b must have the same image shape, got {tuple(a.shape[1:])} and {tuple(b.shape[1:])}")
+    if batch is None:
+        batch = max(1, 2**23 // (a.shape[-2] * a.shape[-1]))
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
-    filt = _Filter(*a.shape[-2:], torch.float32)
     a, b = a.float(), b.float()
-    (mu_a, var_a), (mu_b, var_b) = _stats(a, filt), _stats(b, filt)  # (N, h, w)
-    out = torch.empty(len(a), len(b))
+    filt = _Filter(a[:1])
+    stats_a, stats_b = _stats(a, filt), _stats(b, filt)  # each 3 x (N, h, w)
+    out = torch.empty(len(a), len(b), device=a.device)
     step_a = max(1, min(len(a), batch))
     step_b = max(1, batch // step_a)
     for i in range(0, len(a), step_a):
         for j in range(0, len(b), step_b):
             ia, jb = slice(i, i + step_a), slice(j, j + step_b)
-            out[ia, jb] = _pair_block(a[ia, 0], b[jb, 0], mu_a[ia], var_a[ia], mu_b[jb], var_b[jb], filt)
+            out[ia, jb] = _mean_ssim(_cross(a[ia, None, 0], b[None, jb, 0], filt),  # (na, nb, h, w)
+                                     tuple(t[ia, None] for t in stats_a), tuple(t[None, jb] for t in stats_b))
     return out
 
 
-def _pair_block(xa: Tensor, xb: Tensor, mu_a: Tensor, var_a: Tensor, mu_b: Tensor, var_b: Tensor,
-                filt: _Filter) -> Tensor:
-    """(na, nb) mean SSIM for one block of pairs; in-place ops keep memory to a few blocks."""
-    s = filt(xa[:, None] * xb[None])  # (na, nb, h, w) filtered cross term E[xy]
-    m = mu_a[:, None] * mu_b[None]  # (na, nb, h, w)
-    s.sub_(m).mul_(2).add_(C2).mul_(m.mul_(2).add_(C1))  # numerator
-    den = (mu_a**2)[:, None] + (mu_b**2)[None]
-    den.add_(C1).mul_(var_a[:, None] + var_b[None] + C2)
-    return s.div_(den).flatten(2).mean(2)
-
-
-def nn_ssim(samples: Tensor, reference: Tensor, *, batch: int = 2048) -> Tensor:
+def nn_ssim(samples: Tensor, reference: Tensor, *, batch: int | None = None) -> Tensor:
     """(N,) best SSIM of each sample against any reference image."""
     return ssim_matrix(samples, reference, batch=batch).max(dim=1).values
 
 
 def memorisation(samples: Tensor, train: Tensor, heldout: Tensor, *, quantile: float = 0.95,
-                 batch: int = 2048) -> float:
+                 batch: int | None = None) -> float:
     """Share of samples closer (SSIM) to their nearest training image than held-out data is.
 
     The threshold is the `quantile` of held-out images' nearest-train SSIM, so real held-out
@@ -153,7 +170,7 @@ def diversity(samples: Tensor, *, max_pairs: int = 10_000, generator: torch.Gene
     else:
         i = torch.randint(0, n, (max_pairs,), generator=generator)
         j = (i + torch.randint(1, n, (max_pairs,), generator=generator)) % n  # j != i
-    scores = torch.cat([ssim(samples[i[k:k + 4096]], samples[j[k:k + 4096]]) for k in range(0, len(i), 4096)])
+    scores = torch.cat([ssim(samples[i[k:k + 512]], samples[j[k:k + 512]]) for k in range(0, len(i), 512)])
     return float(scores.mean())
 
 
