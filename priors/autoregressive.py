@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from priors.base import CodeSet, Prior, PriorError, Progress, gumbel_argmax, require
+from priors.base import (CodeSet, Prior, PriorError, Progress, gumbel_argmax, require,
+                         seeded)
 
 
 @dataclass(frozen=True)
@@ -133,7 +134,8 @@ class AutoregressivePrior(Prior):
                  codebook: Tensor | None = None, device: torch.device | str = "cpu") -> None:
         super().__init__(config, num_codes=num_codes, grid=grid, num_classes=num_classes,
                          codebook=codebook, device=device)
-        self.net = self.build_net().to(self.device).eval()
+        with seeded(0, self.device):  # a fresh instance is the same net every time
+            self.net = self.build_net().to(self.device).eval()
 
     def build_net(self) -> nn.Module:
         """The network: `forward(codes (N,h,w), labels) -> (N,K,h,w)`, `stepper(n, labels)`."""
@@ -167,9 +169,7 @@ class AutoregressivePrior(Prior):
     def fit(self, train: CodeSet, val: CodeSet, *, seed: int, progress: Progress) -> dict[str, float]:
         if len(train) == 0 or len(val) == 0:
             raise PriorError(f"fit needs non-empty train and val, got {len(train)} and {len(val)}")
-        forked = [self.device] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=forked):  # init is seeded, global RNG untouched
-            torch.manual_seed(seed)
+        with seeded(seed, self.device):
             self.net = self.build_net().to(self.device)
             return self._train(train, val, seed, progress)
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 import dataclasses
 import difflib
 from abc import ABC, abstractmethod
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Any, Callable, ClassVar, Protocol
+from typing import Any, Callable, ClassVar, Iterator, Protocol
 
 import torch
 from torch import Tensor
@@ -194,6 +195,15 @@ def gumbel_argmax(logits: Tensor, generator: torch.Generator) -> Tensor:
     """
     u = torch.rand(logits.shape, generator=generator, device=generator.device).to(logits.device)
     return (logits.float() - torch.log(-torch.log(u))).argmax(dim=-1)
+
+
+@contextmanager
+def seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """Torch's global RNG (and `device`'s, on CUDA) seeded inside, restored on exit: random
+    init and dropout are reproducible and nothing outside the block is disturbed."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
 
 
 def check_preset(preset: str) -> None:

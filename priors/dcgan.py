@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from priors.base import (CodeSet, Prior, PriorError, Progress, check_preset, gumbel_argmax,
-                         register_prior, require, require_positive)
+                         register_prior, require, require_positive, seeded)
 
 
 class Generator(nn.Module):
@@ -115,7 +115,8 @@ class DCGANPrior(Prior):
             raise PriorError(f"codebook must be ({num_codes}, D), got {tuple(codebook.shape)}")
         cb = codebook.detach().float().to(self.device)
         self.code_vectors = (cb - cb.mean(0)) / cb.std().clamp_min(1e-8)  # (K, D) unit scale
-        self._build()
+        with seeded(0, self.device):  # a fresh instance is the same nets every time
+            self._build()
 
     def _build(self) -> None:
         classes = self.num_classes if self.uses_labels else 0
@@ -130,9 +131,7 @@ class DCGANPrior(Prior):
     def fit(self, train: CodeSet, val: CodeSet, *, seed: int, progress: Progress) -> dict[str, float]:
         if len(train) == 0:
             raise PriorError("fit needs a non-empty train split")
-        forked = [self.device] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=forked):  # init and noise are seeded
-            torch.manual_seed(seed)
+        with seeded(seed, self.device):  # init and training noise
             self._build()
             return self._train(train, seed, progress)
 

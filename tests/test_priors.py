@@ -109,6 +109,14 @@ def test_fit_is_deterministic_given_seed(name):
     assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
+@pytest.mark.parametrize("name", priors.available_priors())
+def test_construction_and_fit_leave_the_global_rng_alone(name):
+    before = torch.random.get_rng_state()
+    prior = make(name, N_CLASSES if get_prior(name).conditional else 0)
+    prior.fit(tiny_split(4, 0), tiny_split(2, 1), seed=0, progress=NullProgress())
+    assert torch.equal(torch.random.get_rng_state(), before)
+
+
 def test_uniform_bits_per_code_is_log2_k():
     prior = make("uniform")
     codes = tiny_split(6, 0).codes
