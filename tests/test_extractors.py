@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from bench.errors import ArtefactError, BenchError
-from bench.extractors import EXTRACTORS, build_extractor, inception, mri
+from bench.extractors import EXTRACTORS, augment, build_extractor, inception, mri
 from bench.metrics import frechet_distance
 from tests.test_metrics_image import brain_phantoms
 
@@ -158,3 +158,20 @@ def test_inception_feeds_uint8_rgb_to_torch_fidelity():
     assert feats.shape == (5, 2048) and feats.dtype == np.float64 and ex.id == "inception-" + "0" * 16
     assert all(b.dtype == torch.uint8 and b.shape[1] == 3 for b in seen)
     assert torch.equal(torch.cat(seen)[:, 0], (x[:, 0] * 255).round().to(torch.uint8))
+
+
+def test_augmentations_are_seeded_bounded_and_varied():
+    x = brain_phantoms(6, size=32, seed=6)
+    views = [augment.two_views(x, torch.Generator().manual_seed(0)) for _ in range(2)]
+    assert views[0].shape == (12, 1, 32, 32) and torch.equal(views[0], views[1])
+    assert views[0].min() >= 0 and views[0].max() <= 1
+    assert (views[0][:6] - views[0][6:]).abs().mean() > 0.01  # the two views of an image differ
+
+
+def test_nt_xent_known_values():
+    n = 4
+    same = torch.ones(2 * n, 3)  # every pair indistinguishable: uniform over 2n - 1 candidates
+    assert mri.nt_xent(same, 0.5).item() == pytest.approx(np.log(2 * n - 1))
+    basis = torch.eye(n)
+    aligned = torch.cat([basis, basis])  # each view matches only its partner
+    assert mri.nt_xent(aligned, 0.05).item() < 1e-6
