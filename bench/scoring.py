@@ -56,12 +56,17 @@ def make_context(test_images: np.ndarray, test_labels: np.ndarray | None, train_
 
 
 def _image_scores(images: Tensor, feats: np.ndarray, real: Tensor, real_feats: np.ndarray,
-                  seed: int) -> dict[str, float]:
+                  seed: int, *, manifold: bool = True) -> dict[str, float]:
+    """Feature-distribution and realism scores; `manifold` adds k-NN precision / recall."""
     kid_mean, kid_std = metrics.kid(real_feats, feats, seed=seed)
-    precision, recall = metrics.precision_recall(real_feats, feats)
-    return {"fd": metrics.frechet_distance(real_feats, feats), "kid": kid_mean, "kid_std": kid_std,
-            "precision": precision, "recall": recall,
-            "nn_ssim": float(metrics.nn_ssim(images, real).mean())}
+    out = {"fd": metrics.frechet_distance(real_feats, feats), "kid": kid_mean, "kid_std": kid_std,
+           "nn_ssim": float(metrics.nn_ssim(images, real).mean())}
+    if manifold:
+        out["precision"], out["recall"] = metrics.precision_recall(real_feats, feats)
+    return out
+
+
+MIN_PER_CLASS = 8  # images of a class on each side before per-class scores are computed
 
 
 def score_samples(samples: SampleSet, ctx: ScoringContext, *, seed: int) -> dict[str, float]:
@@ -81,10 +86,9 @@ def score_samples(samples: SampleSet, ctx: ScoringContext, *, seed: int) -> dict
     if samples.labels is not None and ctx.real_labels is not None:
         for c, name in enumerate(ctx.label_names):
             mine, theirs = samples.labels == c, ctx.real_labels == c
-            if int(mine.sum()) < 2 or int(theirs.sum()) < 2:
-                continue
+            if min(int(mine.sum()), int(theirs.sum())) < MIN_PER_CLASS:
+                continue  # too few images for a per-class score; the pooled scores stand
             per_class = _image_scores(samples.images[mine], feats[mine.numpy()], ctx.real[theirs],
-                                      ctx.real_feats[theirs.numpy()], seed)
-            scores |= {f"{k}[{name}]": v for k, v in per_class.items()
-                       if k in ("fd", "kid", "nn_ssim")}
+                                      ctx.real_feats[theirs.numpy()], seed, manifold=False)
+            scores |= {f"{k}[{name}]": v for k, v in per_class.items() if k != "kid_std"}
     return scores

@@ -1,0 +1,49 @@
+"""Scoring glue: per-class scores appear for labelled samples, and small classes are skipped."""
+
+import numpy as np
+import torch
+
+from bench.scoring import MIN_PER_CLASS, SampleSet, make_context, score_samples
+
+
+class PixelFeatures:
+    name, id, dim = "pixels", "pixels-test", 16
+
+    def features(self, x, *, batch=256):
+        return torch.nn.functional.avg_pool2d(x, 4).flatten(1).double().numpy()
+
+
+def images(n, seed):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:16, :16]
+    r = rng.uniform(3, 7, (n, 1, 1))
+    return (200 * ((xx - 8) ** 2 + (yy - 8) ** 2 < r ** 2) + rng.integers(0, 40, (n, 16, 16))).astype(np.uint8)
+
+
+def context(n_real, labels):
+    test = images(2 * n_real, 0)
+    return make_context(test, labels, images(40, 1), torch.zeros(4, 4, 4, dtype=torch.long), 8,
+                        PixelFeatures(), ("AD", "NC"), n=n_real, seed=0)
+
+
+def samples(n, labels):
+    x = torch.from_numpy(images(n, 2)).unsqueeze(1).float() / 255
+    return SampleSet(x, torch.randint(0, 8, (n, 4, 4)), labels)
+
+
+def test_per_class_scores_for_labelled_samples():
+    ctx, rest = context(32, np.arange(64) % 2)
+    assert len(set(rest.tolist())) == 32
+    scores = score_samples(samples(32, torch.arange(32) % 2), ctx, seed=0)
+    for key in ("fd", "kid", "nn_ssim", "precision", "recall", "memorisation"):
+        assert np.isfinite(scores[key]), key
+    for name in ("AD", "NC"):
+        assert np.isfinite(scores[f"fd[{name}]"]) and np.isfinite(scores[f"nn_ssim[{name}]"])
+
+
+def test_classes_too_small_for_per_class_scores_are_skipped():
+    ctx, _ = context(32, np.arange(64) % 2)
+    labels = torch.zeros(32, dtype=torch.long)
+    labels[: MIN_PER_CLASS - 1] = 1  # NC has fewer than MIN_PER_CLASS samples
+    scores = score_samples(samples(32, labels), ctx, seed=0)
+    assert "fd[AD]" in scores and "fd[NC]" not in scores
