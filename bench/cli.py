@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+import torch
 import typer
 from rich.table import Table
 
@@ -12,12 +13,14 @@ import priors
 from bench import records, report as report_lib, tables
 from bench.cli_common import out_console, user_errors
 from bench.cli_data import data_app
+from bench.cli_perf import perf
 from bench.errors import BenchError
 from bench.run import RunConfig, run_benchmark
 
 app = typer.Typer(help="Benchmark generative priors over the codes of a frozen VQ-VAE.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 app.add_typer(data_app, name="data", help="Inspect datasets.")
+app.command("perf")(perf)
 
 RESULTS = Path("results")
 
@@ -48,14 +51,23 @@ def run(
     n_samples: int = typer.Option(0, help="Samples to score (0 = the preset's)."),
     skip_bad: bool = typer.Option(False, help="Skip unreadable images with a counted warning."),
     force: bool = typer.Option(False, help="Recompute and overwrite an identical finished run."),
+    threads: int = typer.Option(0, help="torch intra-op CPU threads (0 = torch's default)."),
 ) -> None:
     """Train (or reuse) the backbone, fit PRIOR on its codes, sample, score, save a record."""
+    set_threads(threads)
     for s in parse_seeds(seeds) if seeds else [seed]:
         cfg = RunConfig(prior=prior, dataset=dataset, preset=preset, seed=s, device=device,
                         out=out, extractor=extractor, fid_weights=fid_weights,
                         condition=condition, n_samples=n_samples, force=force, skip_bad=skip_bad)
         result = run_benchmark(cfg)
         print_scores(result.record, result.directory)
+
+
+def set_threads(threads: int) -> None:
+    if threads < 0:
+        raise BenchError(f"--threads must be >= 0 (0 = torch's default), got {threads}")
+    if threads:
+        torch.set_num_threads(threads)
 
 
 def print_scores(record: dict, directory: Path) -> None:
