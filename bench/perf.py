@@ -107,6 +107,8 @@ class PerfConfig:
                              f"got {','.join(self.sections) or '(none)'}")
         if self.peer not in PEERS:
             raise ValueError(f"peer must be one of {', '.join(PEERS)}, got {self.peer!r}")
+        if self.out is not None and self.out.is_dir():
+            raise ValueError(f"out must be a JSON file path, got the folder {self.out}")
         if self.threads < 0:
             raise ValueError(f"threads must be >= 0 (0 = torch's default), got {self.threads}")
 
@@ -369,6 +371,8 @@ def run_perf(cfg: PerfConfig, *, progress: Progress | None = None) -> PerfResult
     device = resolve_device(cfg.device)
     if "peer" in cfg.sections:
         peer_module(cfg.peer)  # missing optional dependency: fail before the other sections
+    path = cfg.out or cfg.results_dir / f"perf-{device_slug(device)}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)  # an unwritable place fails before the work
     sizes = cfg.resolved_sizes
     ctx = _Context(cfg, get_preset(cfg.preset), device, sizes, progress or NullProgress())
     with intra_op_threads(cfg.threads):
@@ -380,7 +384,6 @@ def run_perf(cfg: PerfConfig, *, progress: Progress | None = None) -> PerfResult
             ctx.progress.stop()
             report["section_s"][section] = time.perf_counter() - t0
             report["load_average"][section] = [load_before, os.getloadavg()[0]]
-    path = cfg.out or cfg.results_dir / f"perf-{device_slug(device)}.json"
     write_json_atomic(path, report)
     return PerfResult(report, path)
 

@@ -103,11 +103,13 @@ def test_cli_rejects_bad_options_in_one_line(tmp_path, args, message):
     assert not (tmp_path / "p.json").exists()
 
 
-def test_config_validation():
+def test_config_validation(tmp_path):
     with pytest.raises(ValueError, match="sections must be distinct"):
         PerfConfig(sections=("data", "data"))
     with pytest.raises(ValueError, match="sections must be distinct"):
         PerfConfig(sections=())
+    with pytest.raises(ValueError, match="out must be a JSON file path"):
+        PerfConfig(out=tmp_path)
     with pytest.raises(BenchError, match="unknown preset"):
         perf_sizes("huge")
     sizes = perf_sizes("tiny")
