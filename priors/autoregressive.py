@@ -104,6 +104,10 @@ class CausalConv2d(nn.Module):
     def put(self, buf: Tensor, i: int, j: int, x: Tensor) -> None:
         buf[:, :, i + self.pad[2], j + self.pad[0]] = x  # x (n, c_in)
 
+    def input_row(self, buf: Tensor, i: int) -> Tensor:  # the unpadded input row i, (n, c_in, w)
+        left, right = self.pad[0], buf.shape[-1] - self.pad[1]
+        return buf[:, :, i + self.pad[2], left:right]
+
     def point(self) -> Callable[[Tensor, int, int], Tensor]:
         """`at(buf, i, j) -> (n, c_out)`: one output position from the padded input buffer.
         The masked weight is flattened once and its zero taps dropped (a sampler's inner loop).

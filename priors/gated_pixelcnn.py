@@ -36,10 +36,11 @@ def shift_down(x: Tensor) -> Tensor:  # (N, C, h, w): row i gets row i-1, row 0 
 
 class GatedLayer(nn.Module):
     def __init__(self, c_in: int, channels: int, skip_dim: int, kernel: int, first: bool,
-                 num_classes: int) -> None:
+                 num_classes: int, vertical_residual: bool) -> None:
         super().__init__()
         k, c2 = kernel, 2 * channels
         self.first = first
+        self.v_residual = vertical_residual and not first
         self.v_conv = CausalConv2d(c_in, c2, (k // 2 + 1, k), (k // 2, k // 2, k // 2, 0),
                                    torch.ones(k // 2 + 1, k))
         h_mask = torch.ones(1, k // 2 + 1)
@@ -67,7 +68,8 @@ class GatedLayer(nn.Module):
         h_pre = (self.h_conv(h) + pointwise(self.v_to_h, shift_down(v_pre))
                  + (ch[:, :, None, None] if torch.is_tensor(ch) else ch))  # (N, 2C, h, w)
         h_out, skip = self.horizontal(h_pre, h, dim=1)
-        return gate(v_pre, 1), h_out, skip  # (N, C, h, w), (N, C, h, w), (N, S, h, w)
+        v_out = gate(v_pre, 1) + (v if self.v_residual else 0.0)
+        return v_out, h_out, skip  # (N, C, h, w), (N, C, h, w), (N, S, h, w)
 
 
 class GatedPixelCNNNet(nn.Module):
@@ -78,7 +80,8 @@ class GatedPixelCNNNet(nn.Module):
         self.embed = nn.Embedding(num_codes, cfg.embed_dim)
         self.layers = nn.ModuleList(
             GatedLayer(cfg.embed_dim if n == 0 else cfg.channels, cfg.channels, cfg.skip_dim,
-                       cfg.first_kernel if n == 0 else cfg.kernel, n == 0, num_classes)
+                       cfg.first_kernel if n == 0 else cfg.kernel, n == 0, num_classes,
+                       cfg.vertical_residual)
             for n in range(cfg.n_layers))
         self.head = nn.Sequential(nn.ReLU(), nn.Linear(cfg.skip_dim, cfg.head_dim), nn.ReLU(),
                                   nn.Linear(cfg.head_dim, num_codes))
@@ -121,9 +124,10 @@ class GatedStepper:
             v_pre = v_pre + (cv[:, :, None] if torch.is_tensor(cv) else cv)
             self.links.append(layer.v_to_h(v_pre.movedim(1, -1)).movedim(-1, 1))
             if n + 1 < len(self.net.layers):
-                nxt = self.net.layers[n + 1].v_conv
-                top, left = nxt.pad[2], nxt.pad[0]
-                self.v_bufs[n + 1][:, :, i - 1 + top, left:left + self.net.grid[1]] = gate(v_pre, 1)
+                v_out = gate(v_pre, 1)  # (n, C, w)
+                if layer.v_residual:
+                    v_out = v_out + layer.v_conv.input_row(self.v_bufs[n], i - 1)
+                self.net.layers[n + 1].v_conv.input_row(self.v_bufs[n + 1], i - 1)[:] = v_out
 
     def logits_at(self, i: int, j: int) -> Tensor:
         if j == 0:
@@ -158,6 +162,7 @@ class GatedPixelCNNPrior(AutoregressivePrior):
         kernel: int = 3  # odd; kernel of the later layers
         skip_dim: int = 64  # width of the skip sum that feeds the head
         head_dim: int = 64  # hidden width of the 1x1 output head
+        vertical_residual: bool = False  # residual adds in the vertical stack too (paper: none)
 
         def __post_init__(self) -> None:
             super().__post_init__()

@@ -119,3 +119,11 @@ def test_sampling_speed_reports_both_paths():
     report = sampling_speed(prior, n=2, naive_positions=5)
     assert report["identical"] == 1.0 and report["naive_extrapolated"] == 1.0
     assert report["speedup"] > 0 and report["cost_forward_equivalents"] > 0
+
+
+def test_gated_vertical_residual_variant_caches_exactly():
+    prior = make("gated-pixelcnn", num_classes=2, vertical_residual=True, n_layers=3)
+    codes = torch.randint(0, K, (2, *GRID), generator=torch.Generator().manual_seed(0))
+    labels = torch.tensor([0, 1])
+    assert torch.allclose(prior.stepwise_logits(codes, labels),
+                          prior.logits(codes, labels).detach(), rtol=0, atol=1e-5)
