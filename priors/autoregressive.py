@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from abc import abstractmethod
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
@@ -141,9 +142,10 @@ class AutoregressivePrior(Prior):
         with seeded(0, self.device):  # a fresh instance is the same net every time
             self.net = self.build_net().to(self.device).eval()
 
+    @abstractmethod
     def build_net(self) -> nn.Module:
-        """The network: `forward(codes (N,h,w), labels) -> (N,K,h,w)`, `stepper(n, labels)`."""
-        raise NotImplementedError
+        """The network: `forward(codes (N,h,w), labels) -> (N,K,h,w)`, `from_embedding(x
+        (N,E,h,w), labels)` (the same after the code embedding), `stepper(n, labels)`."""
 
     # -- likelihood ----------------------------------------------------------------------------
 
