@@ -124,9 +124,11 @@ def _features(f: dict[str, Any], title: str) -> Table:
 def _peer(p: dict[str, Any], title: str) -> Table:
     title += f" · {p['budget_s']:.3g} s each, batch {p['batch_size']}, {p['optimizer']}"
     return _table(title,
-                  ["backbone", "parameters", "steps", "images/s", "final train MSE", "recon SSIM"],
-                  [[name, c["n_parameters"], c["steps"], c["images_per_s"], c["final_train_mse"],
-                    c["recon_ssim"]] for name, c in p["contenders"].items()])
+                  ["backbone", "parameters", "GFLOP/step", "steps", "images/s", "final train MSE",
+                   "recon SSIM"],
+                  [[name, c["n_parameters"], c["flops_per_step"] / 1e9, c["steps"],
+                    c["images_per_s"], c["final_train_mse"], c["recon_ssim"]]
+                   for name, c in p["contenders"].items()])
 
 
 PRINTERS = {"backbone": _backbone, "sampling": _sampling, "data": _data, "features": _features,

@@ -167,7 +167,8 @@ def test_peer_race_against_monai(tmp_path):
     assert set(peer["contenders"]) == {"ours", "monai"}
     assert 0.8 <= peer["parameter_ratio"] <= 1.2
     for c in peer["contenders"].values():
-        for key in ("steps", "images_per_s", "train_s", "final_train_mse", "n_parameters"):
+        for key in ("steps", "images_per_s", "train_s", "final_train_mse", "n_parameters",
+                    "flops_per_step", "achieved_flops_per_s"):
             assert positive(c[key]), key
         assert -1.0 <= c["recon_ssim"] <= 1.0
 

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from bench import metrics
 from vqvae import VQVAE, VQVAEConfig
@@ -68,6 +69,7 @@ class _Runner:
         self.order = torch.Generator().manual_seed(seed)  # same seed: same batches for all
         self.queue: list[int] = []
         self.used_s, self.steps, self.mse = 0.0, 0, deque(maxlen=FINAL_WINDOW)
+        self.flops_per_step = 0  # forward + backward, counted by FlopCounterMode
 
     def _batch(self) -> np.ndarray:
         if len(self.queue) < self.batch_size:
@@ -96,7 +98,8 @@ class _Runner:
         images = self.steps * self.batch_size
         return {"n_parameters": sum(p.numel() for p in self.model.parameters()),
                 "steps": self.steps, "images": images, "train_s": self.used_s,
-                "images_per_s": images / self.used_s,
+                "images_per_s": images / self.used_s, "flops_per_step": self.flops_per_step,
+                "achieved_flops_per_s": self.flops_per_step * self.steps / self.used_s,
                 "final_train_mse": float(np.mean(self.mse)), "architecture": self.c.description}
 
 
@@ -120,8 +123,10 @@ def race(contenders: list[Contender], *, train_images: np.ndarray, test_images: 
     first), then score reconstructions of test_images. AdamW at a constant lr for all."""
     runners = [_Runner(c, train_images, batch_size=batch_size, lr=lr, seed=seed, device=device)
                for c in contenders]
-    for r in runners:  # warm-up: allocator, thread pool, kernel selection
-        r.step()
+    for r in runners:  # warm-up (allocator, thread pool, kernels); its FLOPs are counted
+        with FlopCounterMode(display=False) as counter:
+            r.step()
+        r.flops_per_step = int(counter.get_total_flops())
         r.used_s, r.steps = 0.0, 0
     while min(r.used_s for r in runners) < budget_s:
         min(runners, key=lambda r: r.used_s).step()
