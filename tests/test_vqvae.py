@@ -152,3 +152,12 @@ def test_tampered_export_fails_its_hash(model, tmp_path):
     (tmp_path / "ex" / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(CheckpointError, match="fails its hash check"):
         load_export(tmp_path / "ex", backbone=digest)
+
+
+def test_codes_under_bf16_autocast_match_the_fp32_export_path(model):
+    """Training on GPU runs under bf16 autocast; the quantizer must still assign in fp32."""
+    x = torch.rand(4, 1, 32, 32)
+    model.quantizer.codebook.data = model.encoder(x).permute(0, 2, 3, 1).reshape(-1, 8)[:16].detach()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _, _, codes = model(x)
+    assert torch.equal(codes, model.encode_indices(x))

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+RESTART_EVERY = 10  # EMA updates between dead-code checks (each check syncs with the host)
+
 
 @dataclass(frozen=True)
 class VQVAEConfig:
@@ -115,9 +117,12 @@ class Quantizer(nn.Module):
         self.register_buffer("ema_size", torch.zeros(self.K))
         self.register_buffer("ema_sum", self.codebook.detach().clone())
         self.register_buffer("usage", torch.zeros(self.K))  # decayed assignment counts
+        self.updates = 0  # EMA updates so far (not saved: only paces dead-code restarts)
 
     def indices(self, z_e: Tensor) -> Tensor:
-        """(B, D, h, w) -> (B, h, w) int64 nearest-code indices."""
+        """(B, D, h, w) -> (B, h, w) int64 nearest-code indices (computed in fp32)."""
+        if z_e.dtype != torch.float32:
+            z_e = z_e.float()
         flat = z_e.permute(0, 2, 3, 1).reshape(-1, self.D)  # (B*h*w, D)
         e = self.codebook
         dist = flat.pow(2).sum(1, keepdim=True) - 2 * flat @ e.t() + e.pow(2).sum(1)  # (B*h*w, K)
@@ -128,7 +133,14 @@ class Quantizer(nn.Module):
         return F.embedding(codes, self.codebook).permute(0, 3, 1, 2)
 
     def forward(self, z_e: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Returns z_q with straight-through gradient, the VQ loss and the indices."""
+        """Returns z_q with straight-through gradient, the VQ loss and the indices.
+
+        Always fp32, also under bf16 autocast: code assignment must not depend on the
+        training precision, or training and export would pick different codes."""
+        with torch.autocast(z_e.device.type, enabled=False):
+            return self._forward(z_e.float())
+
+    def _forward(self, z_e: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         codes = self.indices(z_e)
         z_q = self.embed(codes)
         commit = F.mse_loss(z_e, z_q.detach())
@@ -151,7 +163,8 @@ class Quantizer(nn.Module):
         size = (self.ema_size + 1e-5) / (n + self.K * 1e-5) * n  # Laplace smoothing
         self.codebook.data.copy_(self.ema_sum / size.unsqueeze(1))
         self.usage.mul_(0.99).add_(counts)
-        if self.restart_dead:
+        self.updates += 1
+        if self.restart_dead and int(self.updates) % RESTART_EVERY == 0:
             dead = self.usage < 1e-3
             if dead.any():
                 pick = torch.randint(0, flat.shape[0], (int(dead.sum()),), device=flat.device)
