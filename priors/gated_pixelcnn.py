@@ -155,13 +155,13 @@ class GatedPixelCNNPrior(AutoregressivePrior):
 
     @dataclass(frozen=True)
     class Config(TrainConfig):
-        embed_dim: int = 16  # code embedding width fed to the first layer
-        channels: int = 32  # width of both stacks (gates compute 2x this)
-        n_layers: int = 5  # gated layers; receptive field grows k//2 per layer
-        first_kernel: int = 5  # odd; kernel of the first layer (its h conv excludes the centre)
+        embed_dim: int = 32  # code embedding width; 16 costs ~0.03 bits/code at quick
+        channels: int = 28  # width of both stacks (gates compute 2x this)
+        n_layers: int = 7  # gated layers; receptive field grows k//2 per layer
+        first_kernel: int = 7  # odd; kernel of the first layer (its h conv excludes the centre)
         kernel: int = 3  # odd; kernel of the later layers
         skip_dim: int = 64  # width of the skip sum that feeds the head
-        head_dim: int = 64  # hidden width of the 1x1 output head
+        head_dim: int = 128  # hidden width of the 1x1 output head; 64 costs ~0.03 bits/code
         vertical_residual: bool = False  # residual adds in the vertical stack too (paper: none)
 
         def __post_init__(self) -> None:
