@@ -47,8 +47,8 @@ class GatedLayer(nn.Module):
         h_mask[0, -1] = 0 if first else 1  # the first layer must not see the current code
         self.h_conv = CausalConv2d(c_in, c2, (1, k // 2 + 1), (k // 2, 0, 0, 0), h_mask)
         self.v_to_h = nn.Linear(c2, c2)  # 1x1: vertical pre-activations into the horizontal
-        self.res = nn.Linear(channels, channels)  # 1x1 before the residual add
-        self.skip = nn.Linear(channels, skip_dim)  # 1x1 into the skip sum
+        self.res_skip = nn.Linear(channels, channels + skip_dim)  # 1x1: residual | skip
+        self.widths = [channels, skip_dim]
         self.cond = nn.Embedding(num_classes, 2 * c2) if num_classes else None  # v and h gates
 
     def class_bias(self, labels: Tensor | None) -> tuple[Tensor | float, Tensor | float]:
@@ -59,7 +59,8 @@ class GatedLayer(nn.Module):
     def horizontal(self, h_pre: Tensor, h_in: Tensor, dim: int) -> tuple[Tensor, Tensor]:
         """Gate, skip, residual; channels on `dim` (1 for grids, -1 for one position)."""
         g = gate(h_pre, dim).movedim(dim, -1)  # (.., C)
-        out, skip = self.res(g).movedim(-1, dim), self.skip(g).movedim(-1, dim)
+        res_skip = self.res_skip(g).split(self.widths, dim=-1)  # (.., C), (.., S)
+        out, skip = (t.movedim(-1, dim) for t in res_skip)
         return (out if self.first else h_in + out), skip
 
     def forward(self, v: Tensor, h: Tensor, labels: Tensor | None):  # (N, C_in, h, w) each
