@@ -108,7 +108,7 @@ def train_encoder(images: np.ndarray, cfg: MriConfig, *, seed: int, device: torc
     g_idx = torch.Generator().manual_seed(seed + 1)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / cfg.steps)))
-    data = torch.from_numpy(np.ascontiguousarray(images))
+    data = torch.from_numpy(np.array(images, dtype=np.uint8, copy=True))  # memmaps are read-only
     start, loss = time.perf_counter(), torch.tensor(float("nan"))
     if progress is not None:
         progress.start("mri extractor: self-supervised training", cfg.steps)
