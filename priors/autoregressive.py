@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from priors.base import (CodeSet, Prior, PriorError, Progress, gumbel_argmax, require,
-                         seeded)
+from priors.base import (CodeSet, Prior, PriorError, Progress, epoch_batches, gumbel_argmax,
+                         require, seeded, step_budget)
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,7 @@ class TrainConfig:
     weight_decay: float = 0.01  # AdamW decoupled weight decay
     grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
     eval_batch_size: int = 256  # grids per forward in log_prob and validation (memory only)
+    max_steps: int = 0  # cap on optimisation steps (0: epochs decide); bounds a preset's cost on big datasets
 
     def __post_init__(self) -> None:
         require(self.epochs >= 1, "epochs", self.epochs, ">= 1")
@@ -45,6 +46,7 @@ class TrainConfig:
         require(self.weight_decay >= 0, "weight_decay", self.weight_decay, ">= 0")
         require(self.grad_clip >= 0, "grad_clip", self.grad_clip, ">= 0")
         require(self.eval_batch_size >= 1, "eval_batch_size", self.eval_batch_size, ">= 1")
+        require(self.max_steps >= 0, "max_steps", self.max_steps, ">= 0 (0 = no cap)")
 
 
 class Stepper(Protocol):
@@ -183,20 +185,19 @@ class AutoregressivePrior(Prior):
         cfg = self.config
         codes = self.check_codes(train.codes)
         labels = self.check_labels(train.labels, len(train))
-        steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
+        total = step_budget(len(train), cfg.batch_size, cfg.epochs, cfg.max_steps)
         opt = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lr_lambda(cfg, cfg.epochs * steps_per_epoch))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg, total))
         order = torch.Generator().manual_seed(seed)
         best_nats, best_epoch, best_state = math.inf, -1, None
-        progress.start(f"fit {self.name}", total=cfg.epochs)
+        progress.start(f"fit {self.name}", total=math.ceil(total / math.ceil(len(train) / cfg.batch_size)))
         try:
-            for epoch in range(cfg.epochs):
+            for epoch, batches in enumerate(epoch_batches(len(train), cfg.batch_size, total, order,
+                                                          self.device)):
                 self.net.train()
-                perm = torch.randperm(len(train), generator=order).to(self.device)
                 train_nats = sum(self._step(opt, sched, codes[idx],
                                             None if labels is None else labels[idx])
-                                 for idx in perm.split(cfg.batch_size)) / steps_per_epoch
+                                 for idx in batches) / len(batches)
                 val_nats = self.mean_nats_per_code(val)
                 if val_nats < best_nats:
                     best_nats, best_epoch = val_nats, epoch

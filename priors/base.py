@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -204,6 +205,24 @@ def seeded(seed: int, device: torch.device) -> Iterator[None]:
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         yield
+
+
+def step_budget(n: int, batch_size: int, epochs: int, max_steps: int) -> int:
+    """Optimisation steps of a fit: `epochs` passes, capped at `max_steps` when it is > 0."""
+    steps = epochs * math.ceil(n / batch_size)
+    return min(steps, max_steps) if max_steps > 0 else steps
+
+
+def epoch_batches(n: int, batch_size: int, total_steps: int, generator: torch.Generator,
+                  device: torch.device) -> Iterator[list[Tensor]]:
+    """Shuffled minibatch indices, one list per epoch (the last may be cut short), stopping
+    after `total_steps` batches in all."""
+    done = 0
+    while done < total_steps:
+        perm = torch.randperm(n, generator=generator).to(device)
+        batches = list(perm.split(batch_size))[: total_steps - done]
+        done += len(batches)
+        yield batches
 
 
 def check_preset(preset: str) -> None:

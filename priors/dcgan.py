@@ -18,8 +18,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from priors.base import (CodeSet, Prior, PriorError, Progress, check_preset, gumbel_argmax,
-                         register_prior, require, require_positive, seeded)
+from priors.base import (CodeSet, Prior, PriorError, Progress, check_preset, epoch_batches,
+                         gumbel_argmax, register_prior, require,
+                         require_positive, seeded, step_budget)
 
 
 class Generator(nn.Module):
@@ -80,6 +81,7 @@ class DCGANPrior(Prior):
         channels: int = 64  # discriminator width at full resolution; generator at its last stage
         n_stages: int = 2  # up-sampling (G) / down-sampling (D) stages, each x2 / /2
         epochs: int = 30  # passes over the training grids
+        max_steps: int = 0  # cap on D+G steps (0: epochs decide); bounds a preset's cost on big datasets
         batch_size: int = 64  # grids per step (one D and one G update)
         lr: float = 2e-4  # Adam learning rate for both nets (DCGAN paper)
         beta1: float = 0.5  # Adam beta1 (DCGAN paper); beta2 stays 0.999
@@ -89,6 +91,7 @@ class DCGANPrior(Prior):
 
         def __post_init__(self) -> None:
             require_positive(self, "noise_dim", "channels", "n_stages", "epochs", "batch_size")
+            require(self.max_steps >= 0, "max_steps", self.max_steps, ">= 0 (0 = no cap)")
             require(self.lr > 0, "lr", self.lr, "> 0")
             require(0 <= self.beta1 < 1, "beta1", self.beta1, "in [0, 1)")
             require(self.tau > 0, "tau", self.tau, "> 0")
@@ -100,7 +103,7 @@ class DCGANPrior(Prior):
         check_preset(preset)
         return {
             "tiny": cls.Config(noise_dim=8, channels=8, n_stages=1, epochs=2, batch_size=8),
-            "quick": cls.Config(),  # 30 epochs, ~3 CPU-min on 2000 16x16 grids
+            "quick": cls.Config(max_steps=1000),  # 30 epochs (~940 steps) on 2000 16x16 grids
             "full": cls.Config(noise_dim=128, channels=128, n_stages=3, epochs=200),
         }[preset]
 
@@ -143,13 +146,13 @@ class DCGANPrior(Prior):
         opt_d = torch.optim.Adam(self.disc.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
         order = torch.Generator().manual_seed(seed)
         self.gen.train()
-        progress.start(f"fit {self.name}", total=cfg.epochs)
+        total = step_budget(len(train), cfg.batch_size, cfg.epochs, cfg.max_steps)
+        progress.start(f"fit {self.name}", total=math.ceil(total / math.ceil(len(train) / cfg.batch_size)))
         try:
-            for _ in range(cfg.epochs):
-                perm = torch.randperm(len(train), generator=order).to(self.device)
+            for batches in epoch_batches(len(train), cfg.batch_size, total, order, self.device):
                 losses = [self._step(opt_g, opt_d, codes[idx],
                                      None if labels is None else labels[idx])
-                          for idx in perm.split(cfg.batch_size)]
+                          for idx in batches]
                 d_loss, g_loss = (sum(x) / len(losses) for x in zip(*losses))
                 progress.advance(1, loss=g_loss, d_loss=d_loss)
         finally:

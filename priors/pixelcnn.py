@@ -110,7 +110,7 @@ class PixelCNNPrior(AutoregressivePrior):
         return {
             "tiny": cls.Config(embed_dim=8, channels=16, n_blocks=2, head_dim=16, epochs=2,
                                batch_size=8),
-            "quick": cls.Config(epochs=15),  # ~2 CPU-min on 2000 16x16 grids
+            "quick": cls.Config(epochs=15, max_steps=1000),  # ~2 CPU-min on 2000 16x16 grids
             "full": cls.Config(embed_dim=64, channels=256, n_blocks=15, head_dim=512, epochs=60,
                                batch_size=64, lr=5e-4),
         }[preset]

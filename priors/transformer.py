@@ -142,7 +142,7 @@ class TransformerPrior(AutoregressivePrior):
         return {
             "tiny": cls.Config(dim=16, n_layers=2, n_heads=2, mlp_ratio=2, epochs=2,
                                batch_size=8),
-            "quick": cls.Config(lr=2e-3, epochs=8),  # ~3 CPU-min on 2000 16x16 grids
+            "quick": cls.Config(lr=2e-3, epochs=8, max_steps=600),  # ~3 CPU-min on 2000 grids
             "full": cls.Config(dim=256, n_layers=8, n_heads=8, epochs=60, batch_size=64,
                                lr=5e-4),
         }[preset]
