@@ -31,7 +31,7 @@ def get_preset(name: str) -> Preset:
                           TrainConfig(epochs=2, batch_size=16, lr=3e-3), 32, 0)
         case "quick":
             return Preset("quick", 64, (2000, 250, 500), VQVAEConfig(),
-                          TrainConfig(epochs=12, batch_size=32, lr=2e-3), 500, 4000)
+                          TrainConfig(epochs=24, batch_size=32, lr=2e-3), 500, 4000)
         case "full":
             return Preset("full", 256, (16000, 2000, 4000),
                           VQVAEConfig(hidden=128, res_blocks=2, res_hidden=64, downsample=8,

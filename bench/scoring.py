@@ -58,7 +58,9 @@ def make_context(test_images: np.ndarray, test_labels: np.ndarray | None, train_
 def _image_scores(images: Tensor, feats: np.ndarray, real: Tensor, real_feats: np.ndarray,
                   seed: int, *, manifold: bool = True) -> dict[str, float]:
     """Feature-distribution and realism scores; `manifold` adds k-NN precision / recall."""
-    kid_mean, kid_std = metrics.kid(real_feats, feats, seed=seed)
+    # subsets of half the smaller set, so that the subsets differ and kid_std means something
+    subset = max(2, min(1000, len(feats) // 2, len(real_feats) // 2))
+    kid_mean, kid_std = metrics.kid(real_feats, feats, seed=seed, subset_size=subset)
     out = {"fd": metrics.frechet_distance(real_feats, feats), "kid": kid_mean, "kid_std": kid_std,
            "nn_ssim": float(metrics.nn_ssim(images, real).mean())}
     if manifold:

@@ -164,3 +164,18 @@ def test_quantizer_assigns_in_fp32_under_bf16_autocast(model):
     with torch.autocast("cpu", dtype=torch.bfloat16):
         _, _, codes = model.quantizer(z_e)
     assert torch.equal(codes, model.quantizer.indices(z_e))
+
+
+def test_dead_codes_are_reseeded_from_encoder_outputs():
+    """Codes that attract (almost) no assignments are moved onto encoder outputs, so the
+    codebook does not collapse onto a few codes (it did: 18 of 64 used before this rule)."""
+    q = VQVAE(SMALL).quantizer.train()
+    z_e = torch.randn(4, SMALL.code_dim, 4, 4) + 5.0  # far from the initial codebook
+    q.codebook.data.zero_()
+    q(z_e)
+    flat = z_e.permute(0, 2, 3, 1).reshape(-1, SMALL.code_dim)
+    # every code now sits on (the EMA of) a real encoder output, not at the origin
+    assert float(q.codebook.norm(dim=1).min()) > 5.0
+    used = q.indices(z_e).unique().numel()
+    assert used > SMALL.num_codes // 2, used
+    assert torch.cdist(q.codebook, flat).min(1).values.max() < 5.0

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 RESTART_EVERY = 10  # EMA updates between dead-code checks (each check syncs with the host)
+DEAD_BELOW = 1.0  # EMA assignments per update under which a code counts as dead
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,6 @@ class Quantizer(nn.Module):
                                      requires_grad=not cfg.ema)
         self.register_buffer("ema_size", torch.zeros(self.K))
         self.register_buffer("ema_sum", self.codebook.detach().clone())
-        self.register_buffer("usage", torch.zeros(self.K))  # decayed assignment counts
         self.updates = 0  # EMA updates so far (not saved: only paces dead-code restarts)
 
     def indices(self, z_e: Tensor) -> Tensor:
@@ -162,16 +162,17 @@ class Quantizer(nn.Module):
         n = self.ema_size.sum()
         size = (self.ema_size + 1e-5) / (n + self.K * 1e-5) * n  # Laplace smoothing
         self.codebook.data.copy_(self.ema_sum / size.unsqueeze(1))
-        self.usage.mul_(0.99).add_(counts)
         self.updates += 1
-        if self.restart_dead and int(self.updates) % RESTART_EVERY == 0:
-            dead = self.usage < 1e-3
-            if dead.any():
-                pick = torch.randint(0, flat.shape[0], (int(dead.sum()),), device=flat.device)
+        if self.restart_dead and self.updates % RESTART_EVERY == 1:
+            # dead: fewer than DEAD_BELOW assignments per update on EMA average; re-seed from
+            # random encoder outputs of this batch (at the first update this is a data init)
+            dead = self.ema_size < DEAD_BELOW
+            n_dead = int(dead.sum())
+            if n_dead:
+                pick = torch.randint(0, flat.shape[0], (n_dead,), device=flat.device)
                 self.codebook.data[dead] = flat[pick]
-                self.ema_sum[dead] = flat[pick]
-                self.ema_size[dead] = 1.0
-                self.usage[dead] = 1.0
+                self.ema_sum[dead] = flat[pick] * DEAD_BELOW
+                self.ema_size[dead] = DEAD_BELOW
 
 
 class VQVAE(nn.Module):
