@@ -12,7 +12,9 @@ from rich.console import Console
 from bench.errors import BenchError
 
 F = TypeVar("F", bound=Callable)
-out_console = Console()  # stdout: results
+# stdout: results. Piped or redirected output gets a wide console, so tables are not squeezed
+# into 80 columns; a terminal keeps its own width.
+out_console = Console() if Console().is_terminal else Console(width=200)
 EXIT_USER_ERROR = 2
 
 

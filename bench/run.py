@@ -28,6 +28,7 @@ from bench.scoring import SampleSet, ScoringContext, make_context, score_samples
 from priors import CodeSet, Prior
 from vqvae import (VQVAE, CheckpointError, CodeExport, decode_codes, encode_array, load_backbone,
                    load_export, save_backbone, save_export, train_vqvae)
+from vqvae.train import to_float
 
 CONDITIONS = ("none", "label")
 
@@ -229,7 +230,7 @@ def stage_reference(cfg: RunConfig, export: CodeExport, model: VQVAE, ds: ImageD
     if records.exists(directory) and not cfg.force:
         return
     test = ds.splits["test"]
-    x = torch.from_numpy(np.asarray(test.images[rest])).unsqueeze(1).float() / 255.0
+    x = to_float(test.images[rest], torch.device("cpu"))
     codes = export.codes["test"][torch.from_numpy(rest)]
     recon = decode_codes(model, codes, device=device)
     labels = None if test.labels is None else torch.from_numpy(np.asarray(test.labels)[rest])
@@ -252,8 +253,7 @@ def base_record(cfg: RunConfig, export: CodeExport, ctx: ScoringContext) -> dict
 def backbone_scores(model: VQVAE, ds: ImageDataset, export: CodeExport,
                     device: torch.device) -> dict[str, float]:
     """Recon SSIM / PSNR over the whole test split and code usage over each split."""
-    test = np.asarray(ds.splits["test"].images)
-    x = torch.from_numpy(test).unsqueeze(1).float() / 255.0
+    x = to_float(ds.splits["test"].images, torch.device("cpu"))
     recon = decode_codes(model, export.codes["test"], device=device)
     out = {"recon_ssim": float(metrics.ssim(recon, x).mean()),
            "recon_psnr": float(metrics.psnr(recon, x).mean())}

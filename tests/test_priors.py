@@ -15,15 +15,6 @@ from priors.base import Registry
 K, GRID, N_CLASSES = 12, (4, 4), 3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny ops on a shared, oversubscribed CPU run ~30x faster on one intra-op thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny_split(n: int, seed: int) -> CodeSet:
     g = torch.Generator().manual_seed(seed)
     return CodeSet(torch.randint(0, K, (n, *GRID), generator=g), K,

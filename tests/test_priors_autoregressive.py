@@ -14,15 +14,6 @@ AUTOREGRESSIVE = [n for n in priors.available_priors()
 K, GRID = 10, (5, 6)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny ops on a shared, oversubscribed CPU run ~30x faster on one intra-op thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def make(name: str, num_classes: int = 0, grid=GRID, **changes) -> AutoregressivePrior:
     cls = get_prior(name)
     config = cls.preset("tiny")
