@@ -29,6 +29,7 @@ class ScoringContext:
     real_feats: np.ndarray  # (n, F) extractor features of `real`
     train: Tensor  # (M, 1, H, W) training images, for memorisation
     test_code_counts: Tensor  # (K,) code histogram over the whole test split
+    memorised_above: float  # nearest-train SSIM threshold of memorisation (from `real`)
     num_codes: int
     extractor: FeatureExtractor
     label_names: tuple[str, ...] = ()
@@ -45,11 +46,12 @@ def make_context(test_images: np.ndarray, test_labels: np.ndarray | None, train_
     cpu = torch.device("cpu")
     real = to_float(np.asarray(test_images[chosen]), cpu)
     train_pick = np.sort(np.random.default_rng(seed + 1).permutation(len(train_images))[:max_train])
+    train = to_float(np.asarray(train_images[train_pick]), cpu)
     ctx = ScoringContext(
         real=real,
         real_labels=None if test_labels is None else torch.from_numpy(np.asarray(test_labels)[chosen]),
         real_feats=extractor.features(real),
-        train=to_float(np.asarray(train_images[train_pick]), cpu),
+        train=train, memorised_above=metrics.memorisation_threshold(train, real),
         test_code_counts=metrics.code_histogram(test_codes, num_codes),
         num_codes=num_codes, extractor=extractor, label_names=label_names)
     return ctx, rest
@@ -78,7 +80,7 @@ def score_samples(samples: SampleSet, ctx: ScoringContext, *, seed: int) -> dict
     gen = torch.Generator().manual_seed(seed)
     counts = metrics.code_histogram(samples.codes, ctx.num_codes)
     scores |= {
-        "memorisation": metrics.memorisation(samples.images, ctx.train, ctx.real),
+        "memorisation": metrics.memorised_share(samples.images, ctx.train, ctx.memorised_above),
         "diversity_ssim": metrics.diversity(samples.images, max_pairs=2000, generator=gen),
         "distinct_codes": float(metrics.distinct_codes(counts)),
         "code_perplexity": metrics.perplexity(counts),

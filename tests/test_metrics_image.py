@@ -5,7 +5,8 @@ import pytest
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from bench.metrics import diversity, memorisation, nn_ssim, psnr, ssim, ssim_matrix
+from bench.metrics import (diversity, memorisation, memorisation_threshold, memorised_share, nn_ssim,
+                           psnr, ssim, ssim_matrix)
 
 
 def brain_phantoms(n: int, size: int = 64, seed: int = 0) -> torch.Tensor:
@@ -117,3 +118,17 @@ def test_matrix_metrics_reject_bad_input():
         diversity(a[:1])
     with pytest.raises(ValueError, match="max_pairs must be >= 1"):
         diversity(a, max_pairs=0)
+
+
+def test_memorisation_in_two_steps_equals_the_one_call():
+    g = torch.Generator().manual_seed(3)
+    train, heldout, samples = (torch.rand(n, 1, 16, 16, generator=g) for n in (12, 10, 8))
+    samples[:3] = train[:3]
+    threshold = memorisation_threshold(train, heldout, quantile=0.9)
+    assert memorised_share(samples, train, threshold) == memorisation(samples, train, heldout,
+                                                                      quantile=0.9)
+    assert memorised_share(samples, train, threshold) >= 3 / 8
+    with pytest.raises(ValueError, match="quantile must be in"):
+        memorisation_threshold(train, heldout, quantile=0.0)
+    with pytest.raises(ValueError, match="must be non-empty"):
+        memorised_share(samples[:0], train, threshold)

@@ -2,10 +2,12 @@
 
 from bench.metrics.codes import bits_per_code, code_histogram, distinct_codes, js_divergence, perplexity
 from bench.metrics.distribution import frechet_distance, kid, precision_recall
-from bench.metrics.image import diversity, memorisation, nn_ssim, psnr, ssim, ssim_matrix
+from bench.metrics.image import (diversity, memorisation, memorisation_threshold, memorised_share,
+                                 nn_ssim, psnr, ssim, ssim_matrix)
 
 __all__ = [
-    "ssim", "psnr", "ssim_matrix", "nn_ssim", "memorisation", "diversity",
+    "ssim", "psnr", "ssim_matrix", "nn_ssim", "memorisation", "memorisation_threshold",
+    "memorised_share", "diversity",
     "frechet_distance", "kid", "precision_recall",
     "code_histogram", "perplexity", "distinct_codes", "js_divergence", "bits_per_code",
 ]

@@ -139,6 +139,25 @@ def nn_ssim(samples: Tensor, reference: Tensor, *, batch: int | None = None) -> 
     return ssim_matrix(samples, reference, batch=batch).max(dim=1).values
 
 
+def memorisation_threshold(train: Tensor, heldout: Tensor, *, quantile: float = 0.95,
+                           batch: int | None = None) -> float:
+    """The `quantile` of held-out real images' nearest-train SSIM: the line a sample must
+    cross to count as memorised. Depends only on the data, so it is computed once per setting."""
+    if not 0.0 < quantile < 1.0:
+        raise ValueError(f"quantile must be in (0, 1), got {quantile}")
+    if len(heldout) == 0 or len(train) == 0:
+        raise ValueError(f"train and heldout must be non-empty, got {len(train)}, {len(heldout)}")
+    return float(torch.quantile(nn_ssim(heldout, train, batch=batch).double(), quantile))
+
+
+def memorised_share(samples: Tensor, train: Tensor, threshold: float, *,
+                    batch: int | None = None) -> float:
+    """Share of samples whose nearest-train SSIM is strictly above `threshold`."""
+    if len(samples) == 0 or len(train) == 0:
+        raise ValueError(f"samples and train must be non-empty, got {len(samples)}, {len(train)}")
+    return float((nn_ssim(samples, train, batch=batch) > threshold).double().mean())
+
+
 def memorisation(samples: Tensor, train: Tensor, heldout: Tensor, *, quantile: float = 0.95,
                  batch: int | None = None) -> float:
     """Share of samples closer (SSIM) to their nearest training image than held-out data is.
@@ -146,13 +165,11 @@ def memorisation(samples: Tensor, train: Tensor, heldout: Tensor, *, quantile: f
     The threshold is the `quantile` of held-out images' nearest-train SSIM, so real held-out
     images score about 1 - quantile and copies of training images score 1.
     """
-    if not 0.0 < quantile < 1.0:
-        raise ValueError(f"quantile must be in (0, 1), got {quantile}")
-    if len(samples) == 0 or len(heldout) == 0 or len(train) == 0:
+    if len(samples) == 0:
         raise ValueError(f"samples, train and heldout must be non-empty, got {len(samples)}, "
                          f"{len(train)}, {len(heldout)}")
-    threshold = torch.quantile(nn_ssim(heldout, train, batch=batch).double(), quantile)
-    return float((nn_ssim(samples, train, batch=batch) > threshold).double().mean())
+    threshold = memorisation_threshold(train, heldout, quantile=quantile, batch=batch)
+    return memorised_share(samples, train, threshold, batch=batch)
 
 
 def diversity(samples: Tensor, *, max_pairs: int = 10_000, generator: torch.Generator | None = None) -> float:
