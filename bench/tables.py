@@ -88,21 +88,35 @@ def comparison(recs: list[dict[str, Any]]) -> list[tuple[dict[str, str], pd.Data
             g = group[group["prior"] == prior]
             row: dict[str, Any] = {"prior": prior, "seeds": int(g["seed"].nunique()),
                                    "device": g["device"].iloc[0]}
-            for key, _, _, _ in COLUMNS:
+            for key, _, _, _ in columns(group):
                 row[key] = pool(list(g[g["score"] == key]["value"]))
             rows.append(row)
         out.append((meta, pd.DataFrame(rows)))
     return out
 
 
-def headers(meta: dict[str, str]) -> list[str]:
-    return [h.format(extractor=meta["extractor"]) for _, h, _, _ in COLUMNS]
+def columns(group: pd.DataFrame) -> tuple[tuple[str, str, int, bool | None], ...]:
+    """The fixed columns, then per-class ones (`fd[AD]` -> "FD-{extractor} [AD]") if present."""
+    by_key = {key: (head, dec, better) for key, head, dec, better in COLUMNS}
+    extra = []
+    for key in sorted(k for k in group["score"].unique() if k.endswith("]") and "[" in k):
+        base, cls = key[:-1].split("[", 1)
+        if base in by_key:
+            head, dec, better = by_key[base]
+            extra.append((key, f"{head} [{cls}]", dec, better))
+    return COLUMNS + tuple(extra)
+
+
+def table_columns(table: pd.DataFrame) -> tuple[tuple[str, str, int, bool | None], ...]:
+    fixed = {key for key, _, _, _ in COLUMNS}
+    extra = tuple(c for c in table.columns if c.endswith("]") and c not in fixed)
+    return columns(pd.DataFrame({"score": list(fixed) + list(extra)}))
 
 
 def as_text_frame(meta: dict[str, str], table: pd.DataFrame) -> pd.DataFrame:
     cells = {"prior": table["prior"], "seeds": table["seeds"]}
-    for (key, _, dec, _), head in zip(COLUMNS, headers(meta)):
-        cells[head] = [c.text(dec) for c in table[key]]
+    for key, head, dec, _ in table_columns(table):
+        cells[head.format(extractor=meta["extractor"])] = [c.text(dec) for c in table[key]]
     return pd.DataFrame(cells)
 
 
@@ -145,7 +159,7 @@ def to_flat(tables: list[tuple[dict[str, str], pd.DataFrame]]) -> pd.DataFrame:
         for _, r in table.iterrows():
             row: dict[str, Any] = meta | {"prior": r["prior"], "seeds": r["seeds"],
                                           "device": r["device"]}
-            for key, _, _, _ in COLUMNS:
+            for key, _, _, _ in table_columns(table):
                 row[key] = r[key].mean
                 row[f"{key}_ci95"] = r[key].half_width
             rows.append(row)
