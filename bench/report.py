@@ -19,7 +19,7 @@ import torch  # noqa: E402
 from bench import records, tables  # noqa: E402
 from bench.errors import ArtefactError, BenchError  # noqa: E402
 from vqvae import CheckpointError, VQVAE, decode_codes, load_backbone, load_export  # noqa: E402
-from vqvae.io import read_json  # noqa: E402
+from vqvae.io import read_json, write_text_atomic  # noqa: E402
 
 GRID_SIDE = 6  # samples per row / column in a sample grid
 
@@ -192,7 +192,5 @@ def write_report(out: Path, report_dir: Path | None = None) -> Path:
                                    f"{meta['extractor']}-{meta['condition']}")
         parts.append(setting_section(out, meta, table, mine, folder))
     path = report_dir / "report.md"
-    tmp = path.with_name(".report.md.tmp")
-    tmp.write_text("\n".join(parts) + "\n")
-    tmp.replace(path)
+    write_text_atomic(path, "\n".join(parts) + "\n")
     return path

@@ -28,6 +28,7 @@ from bench.scoring import SampleSet, ScoringContext, make_context, score_samples
 from priors import CodeSet, Prior
 from vqvae import (VQVAE, CheckpointError, CodeExport, decode_codes, encode_array, load_backbone,
                    load_export, save_backbone, save_export, train_vqvae)
+from vqvae.io import read_json, write_json_atomic
 from vqvae.train import to_float
 
 CONDITIONS = ("none", "label")
@@ -250,9 +251,20 @@ def base_record(cfg: RunConfig, export: CodeExport, ctx: ScoringContext) -> dict
             "condition": cfg.condition, "versions": records.versions()}
 
 
-def backbone_scores(model: VQVAE, ds: ImageDataset, export: CodeExport,
+def backbone_scores(cfg: RunConfig, model: VQVAE, ds: ImageDataset, export: CodeExport,
                     device: torch.device) -> dict[str, float]:
-    """Recon SSIM / PSNR over the whole test split and code usage over each split."""
+    """Recon SSIM / PSNR over the whole test split and code usage over each split: computed
+    once per export (it decodes the whole test split) and cached beside it."""
+    path = cfg.out / "exports" / export.backbone_hash[:16] / "backbone_scores.json"
+    if path.is_file() and not cfg.force:
+        return read_json(path)
+    scores = _backbone_scores(model, ds, export, device)
+    write_json_atomic(path, scores)
+    return scores
+
+
+def _backbone_scores(model: VQVAE, ds: ImageDataset, export: CodeExport,
+                     device: torch.device) -> dict[str, float]:
     x = to_float(ds.splits["test"].images, torch.device("cpu"))
     recon = decode_codes(model, export.codes["test"], device=device)
     out = {"recon_ssim": float(metrics.ssim(recon, x).mean()),
@@ -296,7 +308,8 @@ def run_benchmark(cfg: RunConfig, *, progress: RichProgress | None = None) -> Ru
     stage_reference(cfg, export, model, ds, ctx, rest, device)
     record, sampled = fit_and_score(cfg, prior, export, model, ctx, n, device, progress)
     record |= base_record(cfg, export, ctx) | {"run_id": rid, "kind": "prior",
-                                               "backbone": backbone_scores(model, ds, export, device)}
+                                               "backbone": backbone_scores(cfg, model, ds, export,
+                                                                           device)}
     tensors = {f"prior/{k}": v for k, v in prior.state_dict().items()} | {"samples/codes": sampled}
     if cfg.condition == "label":
         tensors["samples/labels"] = sample_labels(len(sampled), export, True)

@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 from scipy import stats
 
-from vqvae.io import write_json_atomic
+from vqvae.io import write_json_atomic, write_text_atomic
 
 # (record score key, column header, decimals, higher is better?)
 COLUMNS: tuple[tuple[str, str, int, bool | None], ...] = (
@@ -172,14 +172,8 @@ def write_all(tables: list[tuple[dict[str, str], pd.DataFrame]], out: Path,
     out.mkdir(parents=True, exist_ok=True)
     flat = to_flat(tables)
     paths = [out / f"{stem}.{ext}" for ext in ("md", "csv", "tex", "json")]
-    _write_text(paths[0], to_markdown(tables))
-    _write_text(paths[1], flat.to_csv(index=False))
-    _write_text(paths[2], to_latex(tables))
+    write_text_atomic(paths[0], to_markdown(tables))
+    write_text_atomic(paths[1], flat.to_csv(index=False))
+    write_text_atomic(paths[2], to_latex(tables))
     write_json_atomic(paths[3], flat.astype(object).where(flat.notna(), None).to_dict("records"))
     return paths
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)

@@ -39,7 +39,10 @@ class TrainConfig:
 
 def to_float(images: np.ndarray, device: torch.device) -> Tensor:
     """(B, H, W) uint8 -> (B, 1, H, W) float32 in [0, 1] on device."""
-    x = torch.from_numpy(np.array(images, dtype=np.uint8, copy=True)).to(device, non_blocking=True)
+    arr = np.ascontiguousarray(images, dtype=np.uint8)
+    if not arr.flags.writeable:  # read-only memmaps: torch wants writable memory
+        arr = arr.copy()
+    x = torch.from_numpy(arr).to(device, non_blocking=True)
     return x.unsqueeze(1).float().div_(255.0)
 
 
@@ -63,8 +66,6 @@ def train_vqvae(model: VQVAE, images: np.ndarray, cfg: TrainConfig, *, device: t
     total = cfg.epochs * steps_per_epoch
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total,
                                                 pct_start=0.05, final_div_factor=20)
-    data = images if isinstance(images, np.ndarray) and not isinstance(images, np.memmap) \
-        else np.asarray(images)
     progress.start("backbone", total)
     t0, seen, recon = time.perf_counter(), 0, float("nan")
     try:
@@ -72,7 +73,7 @@ def train_vqvae(model: VQVAE, images: np.ndarray, cfg: TrainConfig, *, device: t
             order = torch.randperm(n, generator=gen).numpy()
             for s in range(steps_per_epoch):
                 idx = np.sort(order[s * cfg.batch_size:(s + 1) * cfg.batch_size])
-                x = to_float(data[idx], device)
+                x = to_float(images[idx], device)
                 if device.type == "cuda":
                     x = x.contiguous(memory_format=torch.channels_last)
                 with _autocast(device):
