@@ -29,6 +29,9 @@ def perf(
                                        "(adds the peer section)."),
     grids: Optional[str] = typer.Option(None, help="Code grid sides for sampling, e.g. 16,32,64 "
                                         "[default: the preset's]."),
+    run_grids: Optional[str] = typer.Option(None, help="Grid sides also sampled 256 at a time, "
+                                            "as bench run does; 'none' skips [default: the "
+                                            "preset's]."),
     max_naive_s: Optional[float] = typer.Option(None, help="Naive sampling timing budget per "
                                                 "prior and grid, s; the rest is extrapolated."),
     peer_budget_s: Optional[float] = typer.Option(None, help="Training budget of each backbone "
@@ -40,7 +43,7 @@ def perf(
     cache_dir: Path = typer.Option(Path("results/.cache"), help="Data and extractor cache."),
 ) -> None:
     """Backbone images/s and FLOP/s share, cached vs naive sampling, data loading, features."""
-    sizes = sized(preset, grids, max_naive_s, peer_budget_s)
+    sizes = sized(preset, grids, max_naive_s, peer_budget_s, run_grids)
     cfg = PerfConfig(preset=preset, device=device, sections=parse_sections(sections, peer),
                      dataset=dataset, peer=peer or "monai", sizes=sizes, threads=threads,
                      seed=seed, out=out, cache_dir=cache_dir)
@@ -49,16 +52,23 @@ def perf(
     err_console.print(f"wrote {result.path}")
 
 
+def _sides(option: str, text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(g) for g in text.split(",") if g.strip())
+    except ValueError:
+        raise BenchError(f"{option} must be comma-separated sides like 16,32,64, "
+                         f"got {text!r}") from None
+
+
 def sized(preset: str, grids: str | None, max_naive_s: float | None,
-          peer_budget_s: float | None) -> PerfSizes:
+          peer_budget_s: float | None, run_grids: str | None = None) -> PerfSizes:
     """The preset's PerfSizes with the options given on the command line replaced."""
     changes: dict[str, Any] = {}
     if grids is not None:
-        try:
-            changes["grids"] = tuple(int(g) for g in grids.split(",") if g.strip())
-        except ValueError:
-            raise BenchError(f"--grids must be comma-separated sides like 16,32,64, "
-                             f"got {grids!r}") from None
+        changes["grids"] = _sides("--grids", grids)
+    if run_grids is not None:
+        changes["run_grids"] = () if run_grids.strip() == "none" else _sides("--run-grids",
+                                                                             run_grids)
     if max_naive_s is not None:
         changes["max_naive_s"] = max_naive_s
     if peer_budget_s is not None:

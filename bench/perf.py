@@ -32,7 +32,7 @@ from bench.data import DataConfig, ImageDataset, load_dataset
 from bench.data.benchmark import measure_loading
 from bench.peers import PEERS, peer_module, race_peer
 from bench.presets import Preset, get_preset
-from bench.run import device_name, resolve_device
+from bench.run import SAMPLE_BATCH, device_name, resolve_device
 from priors import NullProgress, Progress
 from priors.autoregressive import AutoregressivePrior, sampling_speed
 from vqvae import VQVAE, TrainConfig, train_vqvae
@@ -50,8 +50,10 @@ class PerfSizes:
     matmul_n: int  # side of the square fp32 matmul of the peak; 0 = by device (cpu 2048, cuda 8192)
     matmul_s: float  # s, length of the timed matmul loop
     backbone_steps: int  # timed training steps (after two untimed warm-up steps)
-    grids: tuple[int, ...]  # code grid sides (h = w) for the sampling section
-    n_grids: int  # grids sampled together (the batch of `sampling_speed`)
+    grids: tuple[int, ...]  # code grid sides (h = w) sampled n_grids at a time
+    n_grids: int  # grids sampled together in the grid sweep (small: the per-op overhead regime)
+    run_grids: tuple[int, ...]  # sides also sampled run_batch at a time; () = none
+    run_batch: int  # grids sampled together by `bench run` (bench.run.SAMPLE_BATCH)
     max_naive_s: float  # s, budget of the naive sampling timing per prior and grid
     n_feature_images: int  # test images pushed through the feature extractor
     peer_budget_s: float  # s, training budget of each backbone in the peer race
@@ -59,7 +61,7 @@ class PerfSizes:
     def __post_init__(self) -> None:
         if self.matmul_n < 0:
             raise ValueError(f"matmul_n must be >= 0, got {self.matmul_n}")
-        for name in ("backbone_steps", "n_grids", "n_feature_images"):
+        for name in ("backbone_steps", "n_grids", "run_batch", "n_feature_images"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("matmul_s", "max_naive_s", "peer_budget_s"):
@@ -67,17 +69,25 @@ class PerfSizes:
                 raise ValueError(f"{name} must be > 0 s, got {getattr(self, name)}")
         if not self.grids or min(self.grids) < 1:
             raise ValueError(f"grids must be positive sides like (16, 32, 64), got {self.grids}")
+        if self.run_grids and min(self.run_grids) < 1:
+            raise ValueError(f"run_grids must be positive sides like (16, 32), got {self.run_grids}")
+
+    def sampling_cases(self) -> list[tuple[int, int]]:
+        """(side, n) pairs the sampling section measures, in order."""
+        return ([(side, self.n_grids) for side in self.grids]
+                + [(side, self.run_batch) for side in self.run_grids])
 
 
 def perf_sizes(preset: str) -> PerfSizes:
     """tiny: the tests, seconds. quick: minutes on 2 CPU cores. full: a GPU."""
     match preset:
         case "tiny":
-            return PerfSizes(256, 0.05, 2, (4,), 2, 0.1, 32, 0.5)
+            return PerfSizes(256, 0.05, 2, (4,), 2, (3,), 5, 0.1, 32, 0.5)
         case "quick":
-            return PerfSizes(0, 2.0, 30, (16, 32, 64), 8, 5.0, 500, 60.0)
+            return PerfSizes(0, 2.0, 30, (16, 32, 64), 8, (16, 32), SAMPLE_BATCH, 5.0, 500, 60.0)
         case "full":
-            return PerfSizes(0, 3.0, 50, (16, 32, 64), 64, 20.0, 4000, 300.0)
+            return PerfSizes(0, 3.0, 50, (16, 32, 64), 64, (32, 64), SAMPLE_BATCH, 20.0, 4000,
+                             300.0)
     get_preset(preset)  # raises the one-line error naming the valid presets
     raise AssertionError(preset)
 
@@ -234,18 +244,19 @@ def warm_up_sampling(name: str, preset: str, num_codes: int, device: torch.devic
     prior.sample(n, generator=torch.Generator(device).manual_seed(0))
 
 
-def measure_sampling_one(name: str, preset: str, num_codes: int, side: int,
+def measure_sampling_one(name: str, preset: str, num_codes: int, side: int, n: int,
                          device: torch.device, sizes: PerfSizes, seed: int) -> dict[str, Any]:
-    """sampling_speed of one prior on a side x side grid; the naive path is timed on as many
-    positions as fit in max_naive_s (one full forward each) and extrapolated to the grid."""
+    """sampling_speed of one prior, n grids of side x side at once; the naive path is timed on
+    as many positions as fit in max_naive_s (one full forward each) and extrapolated."""
     prior = _build_prior(name, preset, num_codes, side, device, seed)
     n_pos = side * side
-    timed = max(1, min(n_pos, int(sizes.max_naive_s / max(_forward_s(prior, sizes.n_grids), 1e-9))))
-    speed = sampling_speed(prior, sizes.n_grids, seed=seed, naive_positions=timed)
+    forward_s = _forward_s(prior, n, repeats=1)  # sizes the naive timing only
+    timed = max(1, min(n_pos, int(sizes.max_naive_s / max(forward_s, 1e-9))))
+    speed = sampling_speed(prior, n, seed=seed, naive_positions=timed)
     return {"prior": name, "grid": side, "num_codes": num_codes,
             "n_parameters": prior.num_parameters(), "naive_positions_timed": timed,
-            "naive_positions": n_pos, "cached_s_per_grid": speed["cached_s"] / sizes.n_grids,
-            "naive_s_per_grid": speed["naive_s"] / sizes.n_grids, **speed}
+            "naive_positions": n_pos, "cached_s_per_grid": speed["cached_s"] / n,
+            "naive_s_per_grid": speed["naive_s"] / n, **speed}
 
 
 def measure_features(preset: Preset, ds: ImageDataset, device: torch.device, sizes: PerfSizes,
@@ -317,12 +328,13 @@ def _section_backbone(ctx: _Context) -> dict[str, Any]:
 
 def _section_sampling(ctx: _Context) -> list[dict[str, Any]]:
     rows, names, num_codes = [], autoregressive_priors(), ctx.preset.vqvae.num_codes
-    ctx.progress.start("perf: sampling", len(names) * len(ctx.sizes.grids))
+    cases = ctx.sizes.sampling_cases()
+    ctx.progress.start("perf: sampling", len(names) * len(cases))
     for name in names:
         warm_up_sampling(name, ctx.preset.name, num_codes, ctx.device, ctx.sizes.n_grids)
-        for side in ctx.sizes.grids:
-            rows.append(measure_sampling_one(name, ctx.preset.name, num_codes, side, ctx.device,
-                                             ctx.sizes, ctx.cfg.seed))
+        for side, n in cases:
+            rows.append(measure_sampling_one(name, ctx.preset.name, num_codes, side, n,
+                                             ctx.device, ctx.sizes, ctx.cfg.seed))
             ctx.progress.advance(1)
     return rows
 

@@ -191,8 +191,11 @@ def sample_labels(n: int, export: CodeExport, conditional: bool) -> torch.Tensor
     return torch.arange(n) % len(export.label_names)
 
 
+SAMPLE_BATCH = 256  # grids sampled at once by `bench run` (`bench perf` times this batch too)
+
+
 def sample_prior(prior: Prior, n: int, *, seed: int, labels: torch.Tensor | None,
-                 batch: int = 256) -> torch.Tensor:
+                 batch: int = SAMPLE_BATCH) -> torch.Tensor:
     gen = torch.Generator(device=prior.device).manual_seed(seed)
     chunks = []
     for i in range(0, n, batch):

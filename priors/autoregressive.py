@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from priors.base import (CodeSet, Prior, PriorError, Progress, epoch_batches, gumbel_argmax,
+from priors.base import (CodeSet, Prior, PriorError, Progress, epoch_batches, gumbel_noise,
                          require, seeded, step_budget)
 
 
@@ -99,34 +99,68 @@ class CausalConv2d(nn.Module):
     def forward(self, x: Tensor) -> Tensor:  # (N, c_in, h, w) -> (N, c_out, h, w)
         return F.conv2d(F.pad(x, self.pad), self.weight(), self.conv.bias)
 
-    def new_buffer(self, n: int, grid: tuple[int, int], like: Tensor) -> Tensor:
-        left, right, top, bottom = self.pad
-        return like.new_zeros(n, self.conv.in_channels, grid[0] + top + bottom,
-                              grid[1] + left + right)  # (n, c_in, h + pads, w + pads)
+    def cache(self, n: int, grid: tuple[int, int], like: Tensor) -> "ConvCache":
+        return ConvCache(self, n, grid, like)
 
-    def put(self, buf: Tensor, i: int, j: int, x: Tensor) -> None:
-        buf[:, :, i + self.pad[2], j + self.pad[0]] = x  # x (n, c_in)
 
-    def input_row(self, buf: Tensor, i: int) -> Tensor:  # the unpadded input row i, (n, c_in, w)
-        left, right = self.pad[0], buf.shape[-1] - self.pad[1]
-        return buf[:, :, i + self.pad[2], left:right]
+class ConvCache:
+    """Cached evaluation of one `CausalConv2d` in raster order (Ramachandran et al. 2017).
 
-    def point(self) -> Callable[[Tensor, int, int], Tensor]:
-        """`at(buf, i, j) -> (n, c_out)`: one output position from the padded input buffer.
-        The masked weight is flattened once and its zero taps dropped (a sampler's inner loop).
-        """
-        kh, kw = self.mask.shape
-        taps = self.mask.flatten().nonzero()[:, 0]  # (T,) kernel taps the mask keeps
-        weight = self.weight().flatten(2)[:, :, taps].flatten(1)  # (c_out, c_in*T)
+    The layer's input lives in a zero-padded channels-last buffer (n, h+pads, w+pads, c_in)
+    that the sampler fills position by position (`put`). Kernel rows above the current row
+    only see finished rows, so `start_row(i)` computes their part of the whole output row i in
+    one conv (plus the bias and any per-row `extra`); `at(j)` then adds the current row's taps,
+    a contiguous run of positions ending at (or before) j, with one matmul on a strided view.
+    """
 
-        def at(buf: Tensor, i: int, j: int) -> Tensor:
-            patch = buf[:, :, i:i + kh, j:j + kw].flatten(2)[:, :, taps].flatten(1)
-            return F.linear(patch, weight, self.conv.bias)
+    def __init__(self, conv: CausalConv2d, n: int, grid: tuple[int, int], like: Tensor) -> None:
+        left, right, top, bottom = conv.pad
+        mask = conv.mask
+        kh, kw = mask.shape
+        taps = int(mask[top].sum())
+        if mask[top + 1:].any() or not bool(mask[top, :taps].all()) or not bool(mask[:top].all()):
+            raise ValueError("ConvCache needs full rows above the current one, a left-aligned "
+                             "run of taps in it and nothing below")
+        self.n, self.w, self.top, self.left, self.taps = n, grid[1], top, left, taps
+        self.c_in, self.c_out = conv.conv.in_channels, conv.conv.out_channels
+        self.weight = weight = conv.weight()  # (c_out, c_in, kh, kw)
+        self.w_above = weight[:, :, :top].contiguous()  # (c_out, c_in, top, kw)
+        self.w_now = weight[:, :, top, :taps].permute(2, 1, 0).reshape(taps * self.c_in, self.c_out)
+        self.bias = conv.conv.bias if conv.conv.bias is not None else like.new_zeros(self.c_out)
+        self.buf = like.new_zeros(n, grid[0] + top + bottom, grid[1] + left + right, self.c_in)
+        self.above = self.windows = self.slots = None  # per-row views, set by start_row
 
-        return at
+    def start_row(self, i: int, extra: Tensor | None = None) -> None:
+        """Prepare output row i: rows above i must be complete in the buffer. `extra`
+        (n, c_out, w) or (n, c_out) is added to every position of the row."""
+        n, w, c = self.n, self.w, self.c_in
+        if self.top:
+            rows = self.buf[:, i:i + self.top].permute(0, 3, 1, 2)  # (n, c_in, top, w+pads)
+            above = F.conv2d(rows, self.w_above, self.bias)[:, :, 0]  # (n, c_out, w)
+        else:
+            above = self.bias[None, :, None].expand(n, -1, w)
+        if extra is not None:
+            above = above + (extra if extra.dim() == 3 else extra[:, :, None])
+        self.above = above.permute(2, 0, 1).contiguous()  # (w, n, c_out)
+        row = self.buf[:, i + self.top]  # (n, w+pads, c_in)
+        self.windows = row.as_strided((w, n, self.taps * c), (c, row.stride(0), 1),
+                                      row.storage_offset())  # window j: positions j-left..
+        self.slots = row[:, self.left:self.left + w].transpose(0, 1)  # (w, n, c_in)
 
-    def row(self, buf: Tensor, i: int) -> Tensor:  # -> (n, c_out, w): output row i
-        return F.conv2d(buf[:, :, i:i + self.mask.shape[0]], self.weight(), self.conv.bias)[:, :, 0]
+    def at(self, j: int) -> Tensor:  # (n, c_out): the conv's output at (i, j)
+        if self.taps == 0:
+            return self.above[j].clone()  # callers may update it in place
+        return torch.addmm(self.above[j], self.windows[j], self.w_now)
+
+    def put(self, i: int, j: int, x: Tensor) -> None:  # x (n, c_in): the input at (i, j)
+        self.buf[:, i + self.top, j + self.left] = x
+
+    def row_input(self, i: int) -> Tensor:  # (n, w, c_in): the unpadded input row i, writable
+        return self.buf[:, i + self.top, self.left:self.left + self.w]
+
+    def full_row(self, i: int) -> Tensor:  # (n, c_out, w): output row i from complete rows
+        rows = self.buf[:, i:i + self.weight.shape[2]].permute(0, 3, 1, 2)
+        return F.conv2d(rows, self.weight, self.bias)[:, :, 0]
 
 
 def pointwise(layer: nn.Linear, x: Tensor) -> Tensor:
@@ -239,10 +273,16 @@ class AutoregressivePrior(Prior):
 
     def _sample_loop(self, stepper: Stepper, codes: Tensor, generator: torch.Generator,
                      n_positions: int) -> Tensor:
-        for p in range(n_positions):  # raster order; the first n_positions only (perf)
-            i, j = divmod(p, self.grid[1])
-            codes[:, i, j] = gumbel_argmax(stepper.logits_at(i, j), generator)
-            stepper.write(i, j, codes[:, i, j])
+        """Raster order over the first `n_positions` (all but in perf's naive timing). The
+        Gumbel noise of a row is drawn at once: the same draws as one call per position."""
+        n, w = codes.shape[0], self.grid[1]
+        for p in range(n_positions):
+            i, j = divmod(p, w)
+            if j == 0:
+                noise = gumbel_noise((w, n, self.num_codes), generator, codes.device)
+            code = (stepper.logits_at(i, j).float() + noise[j]).argmax(dim=-1)
+            codes[:, i, j] = code
+            stepper.write(i, j, code)
         return codes
 
     @torch.no_grad()

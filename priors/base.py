@@ -194,8 +194,15 @@ def gumbel_argmax(logits: Tensor, generator: torch.Generator) -> Tensor:
     The noise comes from `generator` on its own device, then moves to the logits' device, so a
     CPU generator reproduces the same draws for a prior on any device.
     """
-    u = torch.rand(logits.shape, generator=generator, device=generator.device).to(logits.device)
-    return (logits.float() - torch.log(-torch.log(u))).argmax(dim=-1)
+    return (logits.float() + gumbel_noise(logits.shape, generator, logits.device)).argmax(dim=-1)
+
+
+def gumbel_noise(shape: tuple[int, ...], generator: torch.Generator,
+                 device: torch.device) -> Tensor:
+    """Standard Gumbel noise -log(-log(U)), drawn on the generator's device, moved to `device`.
+    One call of shape (m, *s) draws what m calls of shape s would, in order (CPU generator)."""
+    u = torch.rand(shape, generator=generator, device=generator.device).to(device)
+    return -torch.log(-torch.log(u))
 
 
 @contextmanager

@@ -102,52 +102,69 @@ class GatedPixelCNNNet(nn.Module):
 
 
 class GatedStepper:
-    """Vertical stack one finished row at a time, horizontal stack one position at a time."""
+    """Vertical stack one finished row at a time, horizontal stack one position at a time.
+
+    Per row, the vertical stack's link into the horizontal stack (and the class bias) is folded
+    into the horizontal convs' per-row term. Per position, each layer is one addmm for its
+    conv, an in-place gate written into a (n, layers*C) buffer and one addmm for its residual,
+    written straight into the next layer's buffer; the skip connections of all layers are one
+    matmul on that buffer at the end, since a sum of linear maps is one linear map.
+    """
 
     def __init__(self, net: GatedPixelCNNNet, n: int, labels: Tensor | None) -> None:
         self.net, like = net, net.embed.weight
-        self.v_bufs = [l.v_conv.new_buffer(n, net.grid, like) for l in net.layers]
-        self.h_bufs = [l.h_conv.new_buffer(n, net.grid, like) for l in net.layers]
+        self.v = [l.v_conv.cache(n, net.grid, like) for l in net.layers]
+        self.h = [l.h_conv.cache(n, net.grid, like) for l in net.layers]
         self.bias = [l.class_bias(labels) for l in net.layers]
-        self.h_at = [l.h_conv.point() for l in net.layers]
-        self.links: list[Tensor] = []  # per layer (n, 2C, w): v_to_h of the row above
+        c = net.layers[0].widths[0]
+        self.channels = c
+        self.gates = like.new_zeros(n, len(net.layers) * c)  # every layer's gate output
+        self.res = [(l.res_skip.weight[:c].t(), l.res_skip.bias[:c]) for l in net.layers]
+        self.skip_w = torch.cat([l.res_skip.weight[c:] for l in net.layers], dim=1).t()
+        self.skip_b = sum(l.res_skip.bias[c:] for l in net.layers)  # (S,)
+        self.head = [(net.head[k].weight.t(), net.head[k].bias) for k in (1, 3)]
 
-    def _vertical_row(self, i: int) -> None:
-        """Links for row i from the vertical stack at row i-1 (row -1 is zero padding)."""
-        self.links = []
-        for n, layer in enumerate(self.net.layers):
+    def _start_row(self, i: int) -> None:
+        """Vertical stack at row i-1 (row -1 is zero padding) -> each layer's row term."""
+        n = self.gates.shape[0]
+        for k, layer in enumerate(self.net.layers):
+            cv, ch = self.bias[k]
             if i == 0:
-                self.links.append(layer.v_to_h.bias[None, :, None].expand(
-                    self.v_bufs[0].shape[0], -1, self.net.grid[1]))
-                continue
-            cv = self.bias[n][0]
-            v_pre = layer.v_conv.row(self.v_bufs[n], i - 1)  # (n, 2C, w)
-            v_pre = v_pre + (cv[:, :, None] if torch.is_tensor(cv) else cv)
-            self.links.append(layer.v_to_h(v_pre.movedim(1, -1)).movedim(-1, 1))
-            if n + 1 < len(self.net.layers):
-                v_out = gate(v_pre, 1)  # (n, C, w)
-                if layer.v_residual:
-                    v_out = v_out + layer.v_conv.input_row(self.v_bufs[n], i - 1)
-                self.net.layers[n + 1].v_conv.input_row(self.v_bufs[n + 1], i - 1)[:] = v_out
+                link = layer.v_to_h.bias[None, :, None].expand(n, -1, self.net.grid[1])
+            else:
+                v_pre = self.v[k].full_row(i - 1)  # (n, 2C, w)
+                v_pre = v_pre + (cv[:, :, None] if torch.is_tensor(cv) else cv)
+                link = layer.v_to_h(v_pre.movedim(1, -1)).movedim(-1, 1)  # (n, 2C, w)
+                if k + 1 < len(self.net.layers):
+                    v_out = gate(v_pre, 1)  # (n, C, w)
+                    if layer.v_residual:
+                        v_out = v_out + self.v[k].row_input(i - 1).movedim(-1, 1)
+                    self.v[k + 1].row_input(i - 1).copy_(v_out.movedim(1, -1))
+            self.h[k].start_row(i, link + (ch[:, :, None] if torch.is_tensor(ch) else ch))
 
     def logits_at(self, i: int, j: int) -> Tensor:
         if j == 0:
-            self._vertical_row(i)
-        h, skips = None, 0.0
-        for n, layer in enumerate(self.net.layers):
-            if n > 0:
-                layer.h_conv.put(self.h_bufs[n], i, j, h)
-            h_pre = self.h_at[n](self.h_bufs[n], i, j) + self.links[n][:, :, j]
-            h_pre = h_pre + self.bias[n][1]  # (n, 2C)
-            h, skip = layer.horizontal(h_pre, h, dim=-1)
-            skips = skips + skip
-        return self.net.head(skips)  # (n, K)
+            self._start_row(i)
+        c, last = self.channels, len(self.net.layers) - 1
+        for k, layer in enumerate(self.net.layers):
+            pre = self.h[k].at(j)  # (n, 2C) pre-activations, a fresh tensor
+            g = self.gates[:, k * c:(k + 1) * c]
+            torch.mul(pre[:, :c].tanh_(), pre[:, c:].sigmoid_(), out=g)
+            if k < last:  # the last layer's residual output feeds nothing
+                w, b = self.res[k]
+                out = self.h[k + 1].slots[j]  # (n, C): the next layer's input at (i, j)
+                if layer.first:
+                    torch.addmm(b, g, w, out=out)
+                else:
+                    torch.addmm(self.h[k].slots[j], g, w, out=out).add_(b)
+        (w1, b1), (w2, b2) = self.head
+        skips = torch.addmm(self.skip_b, self.gates, self.skip_w)  # (n, S)
+        return torch.addmm(b2, torch.addmm(b1, skips.relu_(), w1).relu_(), w2)  # (n, K)
 
     def write(self, i: int, j: int, codes: Tensor) -> None:
         e = self.net.embed(codes)  # (n, E)
-        first = self.net.layers[0]
-        first.v_conv.put(self.v_bufs[0], i, j, e)
-        first.h_conv.put(self.h_bufs[0], i, j, e)
+        self.v[0].put(i, j, e)
+        self.h[0].put(i, j, e)
 
 
 @register_prior("gated-pixelcnn")

@@ -102,10 +102,11 @@ class KVCacheStepper:
         self.keys = [like.new_zeros(shape) for _ in net.blocks]  # (n, H, L, d) each
         self.values = [like.new_zeros(shape) for _ in net.blocks]
         self.next_input = net.start_token(n, labels)  # (n, D): what position p sees
+        self.positions = net.position()  # (L, D), built once rather than per step
 
     def logits_at(self, i: int, j: int) -> Tensor:
         p = i * self.net.grid[1] + j
-        x = (self.next_input + self.net.position()[p])[:, None]  # (n, 1, D)
+        x = (self.next_input + self.positions[p])[:, None]  # (n, 1, D)
         for block, keys, values in zip(self.net.blocks, self.keys, self.values):
             q, k, v = block.heads(x)  # (n, H, 1, d)
             keys[:, :, p:p + 1], values[:, :, p:p + 1] = k, v

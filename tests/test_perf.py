@@ -50,9 +50,12 @@ def test_backbone_fields(tiny_report):
 
 def test_sampling_rows_cover_every_autoregressive_prior(tiny_report):
     rows = tiny_report[0].report["sampling"]
-    sides = perf_sizes("tiny").grids
-    assert {(r["prior"], r["grid"]) for r in rows} == {(p, s) for p in autoregressive_priors()
-                                                       for s in sides}
+    sizes = perf_sizes("tiny")
+    cases = [(s, sizes.n_grids) for s in sizes.grids] + [(s, sizes.run_batch)
+                                                          for s in sizes.run_grids]
+    assert sizes.sampling_cases() == cases and sizes.run_batch != sizes.n_grids
+    assert [(r["prior"], r["grid"], r["n"]) for r in rows] == [
+        (p, s, n) for p in autoregressive_priors() for s, n in cases]
     for r in rows:
         for key in ("cached_s", "naive_s", "speedup", "forward_s", "cost_forward_equivalents"):
             assert positive(r[key]), (r["prior"], key)
@@ -91,6 +94,8 @@ def test_cli_prints_tables_and_writes_json(tmp_path):
     (["--preset", "huge"], "unknown preset 'huge'"),
     (["--grids", "16,x"], "--grids must be comma-separated"),
     (["--grids", "0"], "grids must be positive"),
+    (["--run-grids", "16;32"], "--run-grids must be comma-separated"),
+    (["--run-grids", "-4"], "run_grids must be positive"),
     (["--max-naive-s", "0"], "max_naive_s must be > 0"),
     (["--threads", "-1"], "threads must be >= 0"),
     (["--peer", "pytorch"], "peer must be one of monai"),
@@ -113,7 +118,8 @@ def test_config_validation(tmp_path):
     with pytest.raises(BenchError, match="unknown preset"):
         perf_sizes("huge")
     sizes = perf_sizes("tiny")
-    for field, bad in [("backbone_steps", 0), ("n_grids", 0), ("n_feature_images", 0),
+    for field, bad in [("backbone_steps", 0), ("n_grids", 0), ("run_batch", 0),
+                       ("n_feature_images", 0),
                        ("matmul_s", 0.0), ("peer_budget_s", -1.0), ("matmul_n", -1)]:
         with pytest.raises(ValueError, match=field):
             dataclasses.replace(sizes, **{field: bad})
@@ -183,3 +189,12 @@ def test_monai_is_sized_like_our_backbone(preset):
     cfg = get_preset(preset).vqvae
     ratio = n_parameters(matched_config(cfg).build()) / n_parameters(VQVAE(cfg))
     assert 0.8 <= ratio <= 1.2
+
+
+def test_run_grids_option_and_bench_runs_batch():
+    from bench.cli_perf import sized
+    from bench.run import SAMPLE_BATCH
+    assert perf_sizes("quick").run_batch == perf_sizes("full").run_batch == SAMPLE_BATCH
+    assert sized("quick", None, None, None, "none").run_grids == ()
+    quick = sized("quick", "8", None, None, "16,24")
+    assert quick.sampling_cases() == [(8, 8), (16, SAMPLE_BATCH), (24, SAMPLE_BATCH)]

@@ -118,3 +118,29 @@ def test_gated_vertical_residual_variant_caches_exactly():
     labels = torch.tensor([0, 1])
     assert torch.allclose(prior.stepwise_logits(codes, labels),
                           prior.logits(codes, labels).detach(), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("name,changes", [
+    ("pixelcnn", {"first_kernel": 1, "kernel": 1}),  # type A 1x1 has no taps: bias only
+    ("pixelcnn", {"first_kernel": 3, "kernel": 5}),
+    ("pixelcnn", {"first_kernel": 5, "kernel": 3, "n_blocks": 3}),
+    ("gated-pixelcnn", {"first_kernel": 3, "kernel": 5, "n_layers": 3}),
+    ("gated-pixelcnn", {"first_kernel": 5, "kernel": 3, "n_layers": 1}),
+], ids=str)
+def test_caches_are_exact_for_other_kernel_shapes(name, changes):
+    prior = make(name, grid=(4, 7), **changes)
+    codes = torch.randint(0, K, (3, 4, 7), generator=torch.Generator().manual_seed(2))
+    assert torch.allclose(prior.stepwise_logits(codes), prior.logits(codes).detach(),
+                          rtol=0, atol=1e-5)
+    draw = lambda cache: prior.sample(3, generator=torch.Generator().manual_seed(4),  # noqa: E731
+                                      use_cache=cache)
+    assert torch.equal(draw(True), draw(False))
+
+
+def test_conv_cache_rejects_masks_it_cannot_cache():
+    from priors.autoregressive import CausalConv2d
+    mask = torch.ones(3, 3)
+    mask[2, 2] = 0  # a row below the current one is visible: not causal in raster order
+    conv = CausalConv2d(2, 2, (3, 3), (1, 1, 1, 1), mask)
+    with pytest.raises(ValueError, match="nothing below"):
+        conv.cache(1, (4, 4), conv.conv.weight)

@@ -130,7 +130,7 @@ def race(contenders: list[Contender], *, train_images: np.ndarray, test_images: 
         r.used_s, r.steps = 0.0, 0
     while min(r.used_s for r in runners) < budget_s:
         min(runners, key=lambda r: r.used_s).step()
-    x = torch.from_numpy(np.asarray(test_images)).unsqueeze(1).float() / 255.0
+    x = torch.from_numpy(np.array(test_images)).unsqueeze(1).float() / 255.0  # a writable copy
     results = {}
     for r in runners:
         recon = reconstruct(r.c, test_images, device)
