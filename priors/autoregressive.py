@@ -107,60 +107,83 @@ class ConvCache:
     """Cached evaluation of one `CausalConv2d` in raster order (Ramachandran et al. 2017).
 
     The layer's input lives in a zero-padded channels-last buffer (n, h+pads, w+pads, c_in)
-    that the sampler fills position by position (`put`). Kernel rows above the current row
-    only see finished rows, so `start_row(i)` computes their part of the whole output row i in
-    one conv (plus the bias and any per-row `extra`); `at(j)` then adds the current row's taps,
-    a contiguous run of positions ending at (or before) j, with one matmul on a strided view.
+    that the sampler fills position by position (through `slots`). Kernel rows above the current row only see
+    finished rows, so `start_row(i)` computes their part of the whole output row i at once
+    (one im2col copy and one matmul, plus the bias and any per-row `extra`); `at(j)` then adds
+    the current row's taps, a run of positions ending at (or just before) j, as one addmm on a
+    strided window of the buffer. Per-row tensors are unbound into lists up front, so the
+    per-position path runs no indexing ops: at small batch sizes it is bound by per-op
+    overhead, not FLOPs.
     """
 
     def __init__(self, conv: CausalConv2d, n: int, grid: tuple[int, int], like: Tensor) -> None:
         left, right, top, bottom = conv.pad
         mask = conv.mask
-        kh, kw = mask.shape
         taps = int(mask[top].sum())
         if mask[top + 1:].any() or not bool(mask[top, :taps].all()) or not bool(mask[:top].all()):
             raise ValueError("ConvCache needs full rows above the current one, a left-aligned "
                              "run of taps in it and nothing below")
         self.n, self.w, self.top, self.left, self.taps = n, grid[1], top, left, taps
         self.c_in, self.c_out = conv.conv.in_channels, conv.conv.out_channels
-        self.weight = weight = conv.weight()  # (c_out, c_in, kh, kw)
-        self.w_above = weight[:, :, :top].contiguous()  # (c_out, c_in, top, kw)
-        self.w_now = weight[:, :, top, :taps].permute(2, 1, 0).reshape(taps * self.c_in, self.c_out)
+        weight = conv.weight()  # (c_out, c_in, kh, kw)
+        self.kh, self.kw = weight.shape[2:]
+        flat = weight.permute(2, 3, 1, 0)  # (kh, kw, c_in, c_out): im2col order
+        self.w_rows = flat.reshape(-1, self.c_out)  # all kernel rows, for full_row
+        self.w_above = flat[:top].reshape(-1, self.c_out)  # (top*kw*c_in, c_out)
+        self.w_now = flat[top, :taps].reshape(-1, self.c_out)  # (taps*c_in, c_out)
         self.bias = conv.conv.bias if conv.conv.bias is not None else like.new_zeros(self.c_out)
         self.buf = like.new_zeros(n, grid[0] + top + bottom, grid[1] + left + right, self.c_in)
-        self.above = self.windows = self.slots = None  # per-row views, set by start_row
+        self.above: list[Tensor] = []  # per position j of the current row: (n, c_out)
+        self.windows: list[Tensor] = []  # (n, taps*c_in) views: the current-row taps of j
+        self.slots: list[Tensor] = []  # (n, c_in) views: where the input at (i, j) goes
+
+    def _rows_matmul(self, first: int, n_rows: int, weight: Tensor) -> Tensor:
+        """(w, n, c_out): bias + buffer rows first.. first+n_rows-1 (padded coordinates)
+        convolved with `weight` (n_rows*kw*c_in, c_out), every output position of a row."""
+        w, n, c, b = self.w, self.n, self.c_in, self.buf
+        cols = b[:, first:first + n_rows].as_strided(
+            (w, n, n_rows, self.kw, c), (c, b.stride(0), b.stride(1), c, 1),
+            b.storage_offset() + first * b.stride(1))  # window of output j, no copy yet
+        return torch.addmm(self.bias, cols.reshape(w * n, -1), weight).view(w, n, self.c_out)
 
     def start_row(self, i: int, extra: Tensor | None = None) -> None:
-        """Prepare output row i: rows above i must be complete in the buffer. `extra`
-        (n, c_out, w) or (n, c_out) is added to every position of the row."""
+        """Prepare output row i; the rows above i must be complete in the buffer. `extra`,
+        broadcastable to (w, n, c_out), is added to every position of the row."""
         n, w, c = self.n, self.w, self.c_in
         if self.top:
-            rows = self.buf[:, i:i + self.top].permute(0, 3, 1, 2)  # (n, c_in, top, w+pads)
-            above = F.conv2d(rows, self.w_above, self.bias)[:, :, 0]  # (n, c_out, w)
+            above = self._rows_matmul(i, self.top, self.w_above)  # (w, n, c_out)
         else:
-            above = self.bias[None, :, None].expand(n, -1, w)
+            above = self.bias.expand(w, n, -1)
         if extra is not None:
-            above = above + (extra if extra.dim() == 3 else extra[:, :, None])
-        self.above = above.permute(2, 0, 1).contiguous()  # (w, n, c_out)
+            above = above + extra
+        elif not self.top:
+            above = above.clone()  # `at` hands these out to be updated in place
+        self.above = list(above.unbind(0))
         row = self.buf[:, i + self.top]  # (n, w+pads, c_in)
-        self.windows = row.as_strided((w, n, self.taps * c), (c, row.stride(0), 1),
-                                      row.storage_offset())  # window j: positions j-left..
-        self.slots = row[:, self.left:self.left + w].transpose(0, 1)  # (w, n, c_in)
+        self.windows = list(row.as_strided((w, n, self.taps * c), (c, row.stride(0), 1),
+                                           row.storage_offset()).unbind(0))
+        self.slots = list(row[:, self.left:self.left + w].unbind(1))
 
-    def at(self, j: int) -> Tensor:  # (n, c_out): the conv's output at (i, j)
+    def at(self, j: int) -> Tensor:
+        """(n, c_out): the conv's output at (i, j), a tensor the caller may update in place."""
         if self.taps == 0:
-            return self.above[j].clone()  # callers may update it in place
+            return self.above[j]  # used once per row: safe to hand out
         return torch.addmm(self.above[j], self.windows[j], self.w_now)
-
-    def put(self, i: int, j: int, x: Tensor) -> None:  # x (n, c_in): the input at (i, j)
-        self.buf[:, i + self.top, j + self.left] = x
 
     def row_input(self, i: int) -> Tensor:  # (n, w, c_in): the unpadded input row i, writable
         return self.buf[:, i + self.top, self.left:self.left + self.w]
 
-    def full_row(self, i: int) -> Tensor:  # (n, c_out, w): output row i from complete rows
-        rows = self.buf[:, i:i + self.weight.shape[2]].permute(0, 3, 1, 2)
-        return F.conv2d(rows, self.weight, self.bias)[:, :, 0]
+    def full_row(self, i: int) -> Tensor:
+        """(w, n, c_out): output row i with every kernel row; rows up to i must be complete."""
+        return self._rows_matmul(i, self.kh, self.w_rows)
+
+
+def transposed(layer: nn.Linear, out_scale: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """(W^T (in, out), bias) of a Linear for addmm, optionally scaling each output."""
+    weight, bias = layer.weight, layer.bias
+    if out_scale is not None:
+        weight, bias = weight * out_scale[:, None], bias * out_scale
+    return weight.t(), bias
 
 
 def pointwise(layer: nn.Linear, x: Tensor) -> Tensor:
@@ -275,14 +298,16 @@ class AutoregressivePrior(Prior):
                      n_positions: int) -> Tensor:
         """Raster order over the first `n_positions` (all but in perf's naive timing). The
         Gumbel noise of a row is drawn at once: the same draws as one call per position."""
-        n, w = codes.shape[0], self.grid[1]
+        n, (h, w) = codes.shape[0], self.grid
+        drawn = codes.new_zeros(h * w, n)  # raster position -> the n codes drawn there
+        out = drawn.unbind(0)
         for p in range(n_positions):
             i, j = divmod(p, w)
             if j == 0:
-                noise = gumbel_noise((w, n, self.num_codes), generator, codes.device)
-            code = (stepper.logits_at(i, j).float() + noise[j]).argmax(dim=-1)
-            codes[:, i, j] = code
-            stepper.write(i, j, code)
+                noise = gumbel_noise((w, n, self.num_codes), generator, codes.device).unbind(0)
+            torch.argmax(stepper.logits_at(i, j).float() + noise[j], dim=-1, out=out[p])
+            stepper.write(i, j, out[p])
+        codes.copy_(drawn.view(h, w, n).permute(2, 0, 1))
         return codes
 
     @torch.no_grad()

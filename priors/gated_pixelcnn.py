@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from priors.autoregressive import AutoregressivePrior, CausalConv2d, TrainConfig, pointwise
+from priors.autoregressive import (AutoregressivePrior, CausalConv2d, TrainConfig, pointwise,
+                                   transposed)
 from priors.base import check_preset, register_prior, require, require_positive
 
 
@@ -119,52 +120,51 @@ class GatedStepper:
         c = net.layers[0].widths[0]
         self.channels = c
         self.gates = like.new_zeros(n, len(net.layers) * c)  # every layer's gate output
+        self.gate_views = list(self.gates.split(c, dim=1))  # (n, C) views, one per layer
         self.res = [(l.res_skip.weight[:c].t(), l.res_skip.bias[:c]) for l in net.layers]
         self.skip_w = torch.cat([l.res_skip.weight[c:] for l in net.layers], dim=1).t()
         self.skip_b = sum(l.res_skip.bias[c:] for l in net.layers)  # (S,)
-        self.head = [(net.head[k].weight.t(), net.head[k].bias) for k in (1, 3)]
+        self.head = [transposed(net.head[k]) for k in (1, 3)]
 
     def _start_row(self, i: int) -> None:
         """Vertical stack at row i-1 (row -1 is zero padding) -> each layer's row term."""
-        n = self.gates.shape[0]
+        if i > 0:  # the first layer's inputs are the codes: one row copy, not one per position
+            self.v[0].row_input(i - 1).copy_(self.h[0].row_input(i - 1))
         for k, layer in enumerate(self.net.layers):
-            cv, ch = self.bias[k]
+            cv, ch = self.bias[k]  # (n, 2C) class biases, or 0.0
             if i == 0:
-                link = layer.v_to_h.bias[None, :, None].expand(n, -1, self.net.grid[1])
+                link = layer.v_to_h.bias  # the 1x1 link of the zero row
             else:
-                v_pre = self.v[k].full_row(i - 1)  # (n, 2C, w)
-                v_pre = v_pre + (cv[:, :, None] if torch.is_tensor(cv) else cv)
-                link = layer.v_to_h(v_pre.movedim(1, -1)).movedim(-1, 1)  # (n, 2C, w)
+                v_pre = self.v[k].full_row(i - 1) + cv  # (w, n, 2C)
+                link = layer.v_to_h(v_pre)
                 if k + 1 < len(self.net.layers):
-                    v_out = gate(v_pre, 1)  # (n, C, w)
+                    v_out = gate(v_pre, -1)  # (w, n, C)
                     if layer.v_residual:
-                        v_out = v_out + self.v[k].row_input(i - 1).movedim(-1, 1)
-                    self.v[k + 1].row_input(i - 1).copy_(v_out.movedim(1, -1))
-            self.h[k].start_row(i, link + (ch[:, :, None] if torch.is_tensor(ch) else ch))
+                        v_out = v_out + self.v[k].row_input(i - 1).transpose(0, 1)
+                    self.v[k + 1].row_input(i - 1).copy_(v_out.transpose(0, 1))
+            self.h[k].start_row(i, link + ch)
 
     def logits_at(self, i: int, j: int) -> Tensor:
         if j == 0:
             self._start_row(i)
-        c, last = self.channels, len(self.net.layers) - 1
+        last = len(self.net.layers) - 1
         for k, layer in enumerate(self.net.layers):
-            pre = self.h[k].at(j)  # (n, 2C) pre-activations, a fresh tensor
-            g = self.gates[:, k * c:(k + 1) * c]
-            torch.mul(pre[:, :c].tanh_(), pre[:, c:].sigmoid_(), out=g)
+            a, b = self.h[k].at(j).chunk(2, dim=1)  # (n, C) x 2 pre-activations, fresh
+            g = self.gate_views[k]
+            torch.mul(a.tanh_(), b.sigmoid_(), out=g)
             if k < last:  # the last layer's residual output feeds nothing
-                w, b = self.res[k]
+                wr, br = self.res[k]
                 out = self.h[k + 1].slots[j]  # (n, C): the next layer's input at (i, j)
                 if layer.first:
-                    torch.addmm(b, g, w, out=out)
+                    torch.addmm(br, g, wr, out=out)
                 else:
-                    torch.addmm(self.h[k].slots[j], g, w, out=out).add_(b)
+                    torch.addmm(self.h[k].slots[j], g, wr, out=out).add_(br)
         (w1, b1), (w2, b2) = self.head
         skips = torch.addmm(self.skip_b, self.gates, self.skip_w)  # (n, S)
         return torch.addmm(b2, torch.addmm(b1, skips.relu_(), w1).relu_(), w2)  # (n, K)
 
     def write(self, i: int, j: int, codes: Tensor) -> None:
-        e = self.net.embed(codes)  # (n, E)
-        self.v[0].put(i, j, e)
-        self.h[0].put(i, j, e)
+        torch.index_select(self.net.embed.weight, 0, codes, out=self.h[0].slots[j])
 
 
 @register_prior("gated-pixelcnn")

@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from priors.autoregressive import AutoregressivePrior, CausalConv2d, TrainConfig, pointwise
+from priors.autoregressive import (AutoregressivePrior, CausalConv2d, TrainConfig, pointwise,
+                                   transposed)
 from priors.base import check_preset, register_prior, require, require_positive
 
 
@@ -75,10 +76,9 @@ class PixelCNNStepper:
         self.embed = net.embed.weight  # (K, E)
         self.conv_in = net.conv_in.cache(n, net.grid, like)
         self.convs = [b.conv.cache(n, net.grid, like) for b in net.blocks]
-        t = lambda layer: (layer.weight.t(), layer.bias)  # noqa: E731  (in, out), (out,)
-        self.down = [t(b.down) for b in net.blocks]
-        self.up = [t(b.up) for b in net.blocks]
-        self.head = [t(net.head[1]), t(net.head[3])]
+        self.down = [transposed(b.down) for b in net.blocks]
+        self.up = [transposed(b.up) for b in net.blocks]
+        self.head = [transposed(net.head[1]), transposed(net.head[3])]
 
     def logits_at(self, i: int, j: int) -> Tensor:
         if j == 0:

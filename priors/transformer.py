@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from priors.autoregressive import AutoregressivePrior, TrainConfig
+from priors.autoregressive import AutoregressivePrior, TrainConfig, transposed
 from priors.base import check_preset, register_prior, require, require_positive
 
 
@@ -92,27 +92,45 @@ def init_weights(m: nn.Module) -> None:
 
 
 class KVCacheStepper:
-    """Keys and values of every earlier position, per layer; one new token per step."""
+    """Keys and values of every earlier position, per layer; one new token per step.
+
+    The step is `Block.forward` for a single query, in few ops: fused addmm with the bias or
+    the residual, and attention as bmm-softmax-bmm with the 1/sqrt(d) scale folded into the
+    query weights (~20% faster than `scaled_dot_product_attention` at 64 grids on CPU).
+    """
 
     def __init__(self, net: TransformerNet, n: int, labels: Tensor | None) -> None:
         self.net, length = net, net.grid[0] * net.grid[1]
         blk = net.blocks[0]
-        shape = (n, blk.n_heads, length, net.head.in_features // blk.n_heads)
+        dim = net.head.in_features
+        self.n, self.n_heads, self.head_dim = n, blk.n_heads, dim // blk.n_heads
+        shape = (n, blk.n_heads, length, self.head_dim)
         like = net.head.weight
         self.keys = [like.new_zeros(shape) for _ in net.blocks]  # (n, H, L, d) each
         self.values = [like.new_zeros(shape) for _ in net.blocks]
         self.next_input = net.start_token(n, labels)  # (n, D): what position p sees
         self.positions = net.position()  # (L, D), built once rather than per step
+        q_scale = torch.ones(3 * dim, dtype=like.dtype, device=like.device)
+        q_scale[:dim] = self.head_dim ** -0.5  # SDPA's default scale, folded into q
+        self.weights = [(transposed(b.qkv, q_scale), transposed(b.proj),
+                         transposed(b.mlp[0]), transposed(b.mlp[2])) for b in net.blocks]
 
     def logits_at(self, i: int, j: int) -> Tensor:
         p = i * self.net.grid[1] + j
-        x = (self.next_input + self.positions[p])[:, None]  # (n, 1, D)
-        for block, keys, values in zip(self.net.blocks, self.keys, self.values):
-            q, k, v = block.heads(x)  # (n, H, 1, d)
-            keys[:, :, p:p + 1], values[:, :, p:p + 1] = k, v
-            x = block.finish(x, F.scaled_dot_product_attention(
-                q, keys[:, :, :p + 1], values[:, :, :p + 1]))
-        return self.net.head(self.net.ln_f(x[:, 0]))  # (n, K)
+        n, nh, d = self.n, self.n_heads, self.head_dim
+        x = self.next_input + self.positions[p]  # (n, D)
+        for block, keys, values, (qkv, proj, fc, out) in zip(
+                self.net.blocks, self.keys, self.values, self.weights):
+            q, k, v = torch.addmm(qkv[1], block.ln1(x), qkv[0]).view(n, 3, nh, d).unbind(1)
+            keys[:, :, p].copy_(k)
+            values[:, :, p].copy_(v)
+            scores = torch.bmm(q.reshape(n * nh, 1, d),
+                               keys[:, :, :p + 1].flatten(0, 1).transpose(1, 2))
+            att = torch.bmm(scores.softmax(dim=-1), values[:, :, :p + 1].flatten(0, 1))
+            x = torch.addmm(x, att.view(n, nh * d), proj[0]).add_(proj[1])
+            hidden = F.gelu(torch.addmm(fc[1], block.ln2(x), fc[0]))
+            x = x.addmm_(hidden, out[0]).add_(out[1])
+        return self.net.head(self.net.ln_f(x))  # (n, K)
 
     def write(self, i: int, j: int, codes: Tensor) -> None:
         self.next_input = self.net.embed(codes)
