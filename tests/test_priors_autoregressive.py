@@ -110,6 +110,10 @@ def test_sampling_speed_reports_both_paths():
     report = sampling_speed(prior, n=2, naive_positions=5)
     assert report["identical"] == 1.0 and report["naive_extrapolated"] == 1.0
     assert report["speedup"] > 0 and report["cost_forward_equivalents"] > 0
+    assert report["cached_runs"] == 1.0
+    assert sampling_speed(prior, n=2, naive_positions=1, repeats=3)["cached_runs"] == 3.0
+    assert sampling_speed(prior, n=2, naive_positions=1, repeats=3,
+                          repeat_budget_s=0.0)["cached_runs"] == 1.0  # at least one run
 
 
 def test_gated_vertical_residual_variant_caches_exactly():
