@@ -227,9 +227,14 @@ class RunResult:
 
 def stage_reference(cfg: RunConfig, export: CodeExport, model: VQVAE, ds: ImageDataset,
                     ctx: ScoringContext, rest: np.ndarray, device: torch.device) -> None:
-    """The backbone's ceiling: sample metrics of its reconstructions of held-out real images."""
-    key = content_key({"export": export.export_hash, "extractor": ctx.extractor.id,
-                       "n": int(ctx.real.shape[0]), "seed": cfg.seed})[:12]
+    """The backbone's ceiling: sample metrics of its reconstructions of held-out real images.
+    A conditional run's reference also has per-class scores, so it is a record of its own (the
+    unconditional key is unchanged from before conditioning existed: old results stay valid)."""
+    fields = {"export": export.export_hash, "extractor": ctx.extractor.id,
+              "n": int(ctx.real.shape[0]), "seed": cfg.seed}
+    if cfg.condition != "none":
+        fields["condition"] = cfg.condition
+    key = content_key(fields)[:12]
     directory = cfg.out / "runs" / f"reference-{key}"
     if records.exists(directory) and not cfg.force:
         return

@@ -142,3 +142,15 @@ def test_report_writes_markdown_and_figures(results):
     for p in pngs:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"]({p.parent.name}/{p.name})" in md
+
+
+def test_conditional_and_unconditional_runs_keep_their_own_reference(tmp_path):
+    from tests.conftest_data import make_adni
+    spec = f"adni:{make_adni(tmp_path / 'adni', train=6, test=5, slices=2)}"
+    out = str(tmp_path / "results")
+    for extra in ((), ("--condition", "label"), ("--condition", "label", "--force"), ()):
+        result = bench("run", "--prior", "gated-pixelcnn", "--preset", "tiny", "--dataset", spec,
+                       "--out", out, *extra)
+        assert result.exit_code == 0, result.output
+    refs = [json.loads(p.read_text()) for p in Path(out).glob("runs/reference-*/record.json")]
+    assert sorted(r["condition"] for r in refs) == ["label", "none"]  # --force overwrote neither
