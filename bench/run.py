@@ -312,7 +312,8 @@ def run_benchmark(cfg: RunConfig, *, progress: RichProgress | None = None) -> Ru
     ctx, rest = make_context(ds.splits["test"].images, ds.splits["test"].labels,
                              ds.splits["train"].images, export.codes["test"], export.num_codes,
                              extractor, ds.label_names if cfg.condition == "label" else (),
-                             n=n, seed=cfg.backbone_seed)
+                             n=n, seed=cfg.backbone_seed,
+                             cache_dir=cfg.out / "exports" / export.backbone_hash[:16])
     stage_reference(cfg, export, model, ds, ctx, rest, device)
     record, sampled = fit_and_score(cfg, prior, export, model, ctx, n, device, progress)
     record |= base_record(cfg, export, ctx) | {"run_id": rid, "kind": "prior",

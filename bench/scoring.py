@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -10,6 +11,7 @@ from torch import Tensor
 
 from bench import metrics
 from bench.extractors import FeatureExtractor
+from vqvae.io import read_json, tensors_hash, write_json_atomic
 from vqvae.train import to_float
 
 
@@ -38,9 +40,12 @@ class ScoringContext:
 def make_context(test_images: np.ndarray, test_labels: np.ndarray | None, train_images: np.ndarray,
                  test_codes: Tensor, num_codes: int, extractor: FeatureExtractor,
                  label_names: tuple[str, ...], *, n: int, seed: int,
-                 max_train: int = 4000) -> tuple[ScoringContext, np.ndarray]:
+                 max_train: int = 4000,
+                 cache_dir: Path | None = None) -> tuple[ScoringContext, np.ndarray]:
     """Pick n real test images (seeded); return the context and the test indices left over
-    (disjoint from the chosen ones) from which the reference row's reconstructions come."""
+    (disjoint from the chosen ones) from which the reference row's reconstructions come.
+    `cache_dir`: where the memorisation threshold (every real image against every train
+    image: about a minute on 2 CPU cores at 500 x 4000) is kept, keyed by the images' bytes."""
     order = np.random.default_rng(seed).permutation(len(test_images))
     chosen, rest = np.sort(order[:n]), np.sort(order[n:2 * n])
     cpu = torch.device("cpu")
@@ -51,10 +56,28 @@ def make_context(test_images: np.ndarray, test_labels: np.ndarray | None, train_
         real=real,
         real_labels=None if test_labels is None else torch.from_numpy(np.asarray(test_labels)[chosen]),
         real_feats=extractor.features(real),
-        train=train, memorised_above=metrics.memorisation_threshold(train, real),
+        train=train, memorised_above=memorisation_threshold(train, real, cache_dir),
         test_code_counts=metrics.code_histogram(test_codes, num_codes),
         num_codes=num_codes, extractor=extractor, label_names=label_names)
     return ctx, rest
+
+
+MEMORISED_QUANTILE = 0.95  # of held-out images' nearest-train SSIM: the memorisation line
+
+
+def memorisation_threshold(train: Tensor, real: Tensor, cache_dir: Path | None) -> float:
+    """`metrics.memorisation_threshold`, read from / written to `cache_dir` when given."""
+    if cache_dir is None:
+        return metrics.memorisation_threshold(train, real, quantile=MEMORISED_QUANTILE)
+    meta = {"metric": "memorisation_threshold", "quantile": MEMORISED_QUANTILE}
+    key = tensors_hash({"train": train, "real": real}, meta)
+    path = cache_dir / f"memorisation-threshold-{key[:16]}.json"
+    if path.is_file():
+        return float(read_json(path)["threshold"])
+    threshold = metrics.memorisation_threshold(train, real, quantile=MEMORISED_QUANTILE)
+    write_json_atomic(path, meta | {"threshold": threshold, "n_train": len(train),
+                                    "n_real": len(real)})
+    return threshold
 
 
 def _image_scores(images: Tensor, feats: np.ndarray, real: Tensor, real_feats: np.ndarray,
