@@ -34,9 +34,10 @@ from bench.peers import PEERS, peer_module, race_peer
 from bench.presets import Preset, get_preset
 from bench.run import SAMPLE_BATCH, device_name, resolve_device
 from priors import NullProgress, Progress
-from priors.autoregressive import AutoregressivePrior, sampling_speed
+from priors.autoregressive import AutoregressivePrior, forward_seconds, sampling_speed, timed
 from vqvae import VQVAE, TrainConfig, train_vqvae
 from vqvae.io import write_json_atomic
+from vqvae.train import to_float
 
 SECTIONS = ("backbone", "sampling", "data", "features", "peer")
 DEFAULT_SECTIONS = ("backbone", "sampling", "data", "features")
@@ -139,31 +140,16 @@ def parse_sections(text: str, peer: str | None) -> tuple[str, ...]:
 # --- measurements -------------------------------------------------------------------------
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _timed(fn: Callable[[], object], device: torch.device) -> float:
-    """Wall seconds of fn(), the device synchronised on both sides."""
-    _sync(device)
-    t0 = time.perf_counter()
-    fn()
-    _sync(device)
-    return time.perf_counter() - t0
-
-
 def matmul_peak(device: torch.device, *, n: int, seconds: float,
                 dtype: torch.dtype = torch.float32) -> dict[str, float]:
     """Best and median FLOP/s of an n x n matmul repeated for about `seconds` (>= 3 calls)."""
     g = torch.Generator(device=device).manual_seed(0)
     a = torch.randn(n, n, generator=g, device=device, dtype=dtype)
     b = torch.randn(n, n, generator=g, device=device, dtype=dtype)
-    torch.matmul(a, b)  # warm-up (allocator, kernel selection, thread pool)
-    _sync(device)
+    timed(lambda: torch.matmul(a, b), device)  # warm-up (allocator, kernel selection, threads)
     rates, start = [], time.perf_counter()
     while len(rates) < 3 or time.perf_counter() - start < seconds:
-        rates.append(2 * n**3 / _timed(lambda: torch.matmul(a, b), device))
+        rates.append(2 * n**3 / timed(lambda: torch.matmul(a, b), device)[0])
     return {"n": float(n), "calls": float(len(rates)), "best_flops_per_s": max(rates),
             "median_flops_per_s": float(np.median(rates))}
 
@@ -202,7 +188,7 @@ def measure_backbone(preset: Preset, ds: ImageDataset, device: torch.device, siz
     train_vqvae(model, train[:2 * bs], warm, device=device, progress=NullProgress())
     timed = replace(warm, epochs=epochs)
     summary = train_vqvae(model, train, timed, device=device, progress=NullProgress())
-    batch = torch.from_numpy(train[:bs]).to(device).unsqueeze(1).float().div_(255.0)
+    batch = to_float(train[:bs], device)
     flops = backbone_flops(preset, device, batch)
     return {"batch_size": bs, "resolution": preset.resolution, "steps": summary["steps"],
             "wall_s": summary["train_wall_s"], "images_per_s": summary["train_images_per_s"],
@@ -216,16 +202,6 @@ def autoregressive_priors() -> list[str]:
     """Registered priors that sample position by position (subclasses of AutoregressivePrior)."""
     return [name for name in priors.available_priors()
             if issubclass(priors.get_prior(name), AutoregressivePrior)]
-
-
-def _forward_s(prior: AutoregressivePrior, n: int, repeats: int = 3) -> float:
-    """Best of `repeats` teacher-forced forwards of n grids (after one warm-up)."""
-    codes = torch.zeros(n, *prior.grid, dtype=torch.int64, device=prior.device)
-    times = []
-    with torch.no_grad():
-        for _ in range(repeats + 1):
-            times.append(_timed(lambda: prior.logits(codes), prior.device))
-    return min(times[1:])
 
 
 def _build_prior(name: str, preset: str, num_codes: int, side: int, device: torch.device,
@@ -250,12 +226,13 @@ def measure_sampling_one(name: str, preset: str, num_codes: int, side: int, n: i
     as many positions as fit in max_naive_s (one full forward each) and extrapolated."""
     prior = _build_prior(name, preset, num_codes, side, device, seed)
     n_pos = side * side
-    forward_s = _forward_s(prior, n, repeats=1)  # sizes the naive timing only
-    timed = max(1, min(n_pos, int(sizes.max_naive_s / max(forward_s, 1e-9))))
-    speed = sampling_speed(prior, n, seed=seed, naive_positions=timed, repeats=3,
+    zeros = torch.zeros(n, side, side, dtype=torch.int64, device=device)
+    forward_s = forward_seconds(prior, zeros, repeats=1)  # sizes the naive timing only
+    n_timed = max(1, min(n_pos, int(sizes.max_naive_s / max(forward_s, 1e-9))))
+    speed = sampling_speed(prior, n, seed=seed, naive_positions=n_timed, repeats=3,
                            repeat_budget_s=sizes.max_naive_s)  # best of up to 3 cached runs
     return {"prior": name, "grid": side, "num_codes": num_codes,
-            "n_parameters": prior.num_parameters(), "naive_positions_timed": timed,
+            "n_parameters": prior.num_parameters(), "naive_positions_timed": n_timed,
             "naive_positions": n_pos, "cached_s_per_grid": speed["cached_s"] / n,
             "naive_s_per_grid": speed["naive_s"] / n, **speed}
 
@@ -270,9 +247,9 @@ def measure_features(preset: Preset, ds: ImageDataset, device: torch.device, siz
                                 cache_dir=cache_dir / "extractors", device=device, seed=seed,
                                 preset=preset.name, progress=None, weights_path=None)
     build_s = time.perf_counter() - t0
-    x = torch.from_numpy(_images(ds, "test", sizes.n_feature_images)).unsqueeze(1).float() / 255
+    x = to_float(_images(ds, "test", sizes.n_feature_images), torch.device("cpu"))
     extractor.features(x[:8])  # warm-up
-    wall_s = _timed(lambda: extractor.features(x), device)
+    wall_s = timed(lambda: extractor.features(x), device)[0]
     return {"extractor": extractor.name, "extractor_id": extractor.id, "dim": extractor.dim,
             "n_images": len(x), "resolution": preset.resolution, "build_s": build_s,
             "wall_s": wall_s, "images_per_s": len(x) / wall_s}

@@ -135,9 +135,14 @@ def stage_backbone(cfg: RunConfig, preset: Preset, ds: ImageDataset, device: tor
     return load_backbone(directory)
 
 
+def export_dir(cfg: RunConfig, backbone_hash: str) -> Path:
+    """Where the codes of one backbone live, with what is cached per export beside them."""
+    return cfg.out / "exports" / backbone_hash[:16]
+
+
 def stage_export(cfg: RunConfig, ds: ImageDataset, model: VQVAE, record: dict[str, Any],
                  device: torch.device) -> CodeExport:
-    directory = cfg.out / "exports" / record["hash"][:16]
+    directory = export_dir(cfg, record["hash"])
     if (directory / "manifest.json").exists():
         try:
             return load_export(directory, backbone=record["hash"])
@@ -263,7 +268,7 @@ def backbone_scores(cfg: RunConfig, model: VQVAE, ds: ImageDataset, export: Code
                     device: torch.device) -> dict[str, float]:
     """Recon SSIM / PSNR over the whole test split and code usage over each split: computed
     once per export (it decodes the whole test split) and cached beside it."""
-    path = cfg.out / "exports" / export.backbone_hash[:16] / "backbone_scores.json"
+    path = export_dir(cfg, export.backbone_hash) / "backbone_scores.json"
     if path.is_file() and not cfg.force:
         return read_json(path)
     scores = _backbone_scores(model, ds, export, device)
@@ -313,7 +318,7 @@ def run_benchmark(cfg: RunConfig, *, progress: RichProgress | None = None) -> Ru
                              ds.splits["train"].images, export.codes["test"], export.num_codes,
                              extractor, ds.label_names if cfg.condition == "label" else (),
                              n=n, seed=cfg.backbone_seed,
-                             cache_dir=cfg.out / "exports" / export.backbone_hash[:16])
+                             cache_dir=export_dir(cfg, export.backbone_hash))
     stage_reference(cfg, export, model, ds, ctx, rest, device)
     record, sampled = fit_and_score(cfg, prior, export, model, ctx, n, device, progress)
     record |= base_record(cfg, export, ctx) | {"run_id": rid, "kind": "prior",

@@ -13,14 +13,14 @@ import math
 import time
 from abc import abstractmethod
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from priors.base import (CodeSet, Prior, PriorError, Progress, epoch_batches, gumbel_noise,
-                         require, seeded, step_budget)
+from priors.base import (CodeSet, Prior, PriorError, Progress, epoch_batches, epoch_count,
+                         gumbel_noise, require, seeded, step_budget)
 
 
 @dataclass(frozen=True)
@@ -73,8 +73,8 @@ class NaiveStepper:
 class CausalConv2d(nn.Module):
     """A conv with explicit padding (left, right, top, bottom) and a fixed 0/1 kernel mask.
 
-    `forward` is the teacher-forced path; `point()` and `row` compute one output position or
-    row from a buffer that holds the input already padded, which cached sampling fills in.
+    `forward` is the teacher-forced path; `cache()` gives the `ConvCache` that cached sampling
+    fills in and evaluates position by position.
     """
 
     def __init__(self, c_in: int, c_out: int, kernel: tuple[int, int],
@@ -107,8 +107,8 @@ class ConvCache:
     """Cached evaluation of one `CausalConv2d` in raster order (Ramachandran et al. 2017).
 
     The layer's input lives in a zero-padded channels-last buffer (n, h+pads, w+pads, c_in)
-    that the sampler fills position by position (through `slots`). Kernel rows above the current row only see
-    finished rows, so `start_row(i)` computes their part of the whole output row i at once
+    that the sampler fills position by position (through `slots`). Kernel rows above the
+    current row only see finished rows, so `start_row(i)` computes their part of the whole output row i at once
     (one im2col copy and one matmul, plus the bias and any per-row `extra`); `at(j)` then adds
     the current row's taps, a run of positions ending at (or just before) j, as one addmm on a
     strided window of the buffer. Per-row tensors are unbound into lists up front, so the
@@ -156,7 +156,7 @@ class ConvCache:
             above = self.bias.expand(w, n, -1)
         if extra is not None:
             above = above + extra
-        elif not self.top:
+        elif self.taps == 0 and not self.top:
             above = above.clone()  # `at` hands these out to be updated in place
         self.above = list(above.unbind(0))
         row = self.buf[:, i + self.top]  # (n, w+pads, c_in)
@@ -247,7 +247,7 @@ class AutoregressivePrior(Prior):
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg, total))
         order = torch.Generator().manual_seed(seed)
         best_nats, best_epoch, best_state = math.inf, -1, None
-        progress.start(f"fit {self.name}", total=math.ceil(total / math.ceil(len(train) / cfg.batch_size)))
+        progress.start(f"fit {self.name}", total=epoch_count(len(train), cfg.batch_size, total))
         try:
             for epoch, batches in enumerate(epoch_batches(len(train), cfg.batch_size, total, order,
                                                           self.device)):
@@ -345,7 +345,8 @@ def lr_lambda(cfg: TrainConfig, total_steps: int):
     return factor
 
 
-def _timed(fn, device: torch.device) -> tuple[float, object]:
+def timed(fn: Callable[[], Any], device: torch.device) -> tuple[float, Any]:
+    """(wall seconds, result) of fn(), the device synchronised on both sides."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     t0 = time.perf_counter()
@@ -353,6 +354,15 @@ def _timed(fn, device: torch.device) -> tuple[float, object]:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter() - t0, out
+
+
+@torch.no_grad()
+def forward_seconds(prior: AutoregressivePrior, codes: Tensor, labels: Tensor | None = None,
+                    repeats: int = 3) -> float:
+    """Fastest of `repeats` teacher-forced forwards of `codes`, after one untimed warm-up."""
+    prior.logits(codes, labels)
+    return min(timed(lambda: prior.logits(codes, labels), prior.device)[0]
+               for _ in range(max(1, repeats)))
 
 
 def sampling_speed(prior: AutoregressivePrior, n: int = 1, *, seed: int = 0,
@@ -373,15 +383,13 @@ def sampling_speed(prior: AutoregressivePrior, n: int = 1, *, seed: int = 0,
     labels = prior.check_labels(labels, n)
     runs: list[tuple[float, Tensor]] = []
     while not runs or (len(runs) < repeats and sum(r[0] for r in runs) < repeat_budget_s):
-        runs.append(_timed(lambda: prior.sample(n, generator=gen(), labels=labels), prior.device))
+        runs.append(timed(lambda: prior.sample(n, generator=gen(), labels=labels), prior.device))
     cached_s, cached = min(runs, key=lambda r: r[0])
     with torch.no_grad():
         codes = torch.zeros_like(cached)
-        naive_s, naive = _timed(lambda: prior._sample_loop(
+        naive_s, naive = timed(lambda: prior._sample_loop(
             NaiveStepper(prior.net, codes, labels), codes, gen(), m), prior.device)
-        prior.logits(cached, labels)  # warm-up
-        forward_s = min(_timed(lambda: prior.logits(cached, labels), prior.device)[0]
-                        for _ in range(3))
+    forward_s = forward_seconds(prior, cached, labels)
     naive_s *= n_pos / m
     same = torch.equal(cached.flatten(1)[:, :m], naive.flatten(1)[:, :m])
     return {"n": float(n), "h": float(prior.grid[0]), "w": float(prior.grid[1]),

@@ -220,6 +220,11 @@ def step_budget(n: int, batch_size: int, epochs: int, max_steps: int) -> int:
     return min(steps, max_steps) if max_steps > 0 else steps
 
 
+def epoch_count(n: int, batch_size: int, total_steps: int) -> int:
+    """Epochs (the last possibly partial) that `epoch_batches` yields for this budget."""
+    return math.ceil(total_steps / math.ceil(n / batch_size))
+
+
 def epoch_batches(n: int, batch_size: int, total_steps: int, generator: torch.Generator,
                   device: torch.device) -> Iterator[list[Tensor]]:
     """Shuffled minibatch indices, one list per epoch (the last may be cut short), stopping

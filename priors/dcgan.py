@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from priors.base import (CodeSet, Prior, PriorError, Progress, check_preset, epoch_batches,
+from priors.base import (CodeSet, Prior, PriorError, Progress, check_preset, epoch_batches, epoch_count,
                          gumbel_argmax, register_prior, require,
                          require_positive, seeded, step_budget)
 
@@ -147,7 +147,7 @@ class DCGANPrior(Prior):
         order = torch.Generator().manual_seed(seed)
         self.gen.train()
         total = step_budget(len(train), cfg.batch_size, cfg.epochs, cfg.max_steps)
-        progress.start(f"fit {self.name}", total=math.ceil(total / math.ceil(len(train) / cfg.batch_size)))
+        progress.start(f"fit {self.name}", total=epoch_count(len(train), cfg.batch_size, total))
         try:
             for batches in epoch_batches(len(train), cfg.batch_size, total, order, self.device):
                 losses = [self._step(opt_g, opt_d, codes[idx],

@@ -57,11 +57,9 @@ class GatedLayer(nn.Module):
             return 0.0, 0.0
         return self.cond(labels).chunk(2, dim=-1)  # 2 x (N, 2C)
 
-    def horizontal(self, h_pre: Tensor, h_in: Tensor, dim: int) -> tuple[Tensor, Tensor]:
-        """Gate, skip, residual; channels on `dim` (1 for grids, -1 for one position)."""
-        g = gate(h_pre, dim).movedim(dim, -1)  # (.., C)
-        res_skip = self.res_skip(g).split(self.widths, dim=-1)  # (.., C), (.., S)
-        out, skip = (t.movedim(-1, dim) for t in res_skip)
+    def horizontal(self, h_pre: Tensor, h_in: Tensor) -> tuple[Tensor, Tensor]:
+        """Gate, skip, residual of the horizontal stack: (N, 2C, h, w) -> (N, C, ..), (N, S, ..)."""
+        out, skip = pointwise(self.res_skip, gate(h_pre, 1)).split(self.widths, dim=1)
         return (out if self.first else h_in + out), skip
 
     def forward(self, v: Tensor, h: Tensor, labels: Tensor | None):  # (N, C_in, h, w) each
@@ -69,7 +67,7 @@ class GatedLayer(nn.Module):
         v_pre = self.v_conv(v) + (cv[:, :, None, None] if torch.is_tensor(cv) else cv)
         h_pre = (self.h_conv(h) + pointwise(self.v_to_h, shift_down(v_pre))
                  + (ch[:, :, None, None] if torch.is_tensor(ch) else ch))  # (N, 2C, h, w)
-        h_out, skip = self.horizontal(h_pre, h, dim=1)
+        h_out, skip = self.horizontal(h_pre, h)
         v_out = gate(v_pre, 1) + (v if self.v_residual else 0.0)
         return v_out, h_out, skip  # (N, C, h, w), (N, C, h, w), (N, S, h, w)
 
@@ -118,7 +116,6 @@ class GatedStepper:
         self.h = [l.h_conv.cache(n, net.grid, like) for l in net.layers]
         self.bias = [l.class_bias(labels) for l in net.layers]
         c = net.layers[0].widths[0]
-        self.channels = c
         self.gates = like.new_zeros(n, len(net.layers) * c)  # every layer's gate output
         self.gate_views = list(self.gates.split(c, dim=1))  # (n, C) views, one per layer
         self.res = [(l.res_skip.weight[:c].t(), l.res_skip.bias[:c]) for l in net.layers]

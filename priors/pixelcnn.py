@@ -30,11 +30,8 @@ class ResidualBlock(nn.Module):
         self.conv = CausalConv2d.raster(channels // 2, channels // 2, kernel, "B")
         self.up = nn.Linear(channels // 2, channels)  # 1x1 conv
 
-    def inner(self, x: Tensor) -> Tensor:  # what the masked conv sees, any leading shape
-        return F.relu(self.down(F.relu(x)))
-
     def forward(self, x: Tensor) -> Tensor:  # (N, C, h, w)
-        t = self.inner(x.movedim(1, -1)).movedim(-1, 1)  # (N, C/2, h, w)
+        t = F.relu(pointwise(self.down, F.relu(x)))  # (N, C/2, h, w): what the masked conv sees
         return x + pointwise(self.up, F.relu(self.conv(t)))
 
 

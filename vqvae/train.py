@@ -46,7 +46,8 @@ def to_float(images: np.ndarray, device: torch.device) -> Tensor:
     return x.unsqueeze(1).float().div_(255.0)
 
 
-def _autocast(device: torch.device):
+def train_autocast(device: torch.device):
+    """The backbone's training precision: bf16 autocast on CUDA, fp32 elsewhere."""
     return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
@@ -76,7 +77,7 @@ def train_vqvae(model: VQVAE, images: np.ndarray, cfg: TrainConfig, *, device: t
                 x = to_float(images[idx], device)
                 if device.type == "cuda":
                     x = x.contiguous(memory_format=torch.channels_last)
-                with _autocast(device):
+                with train_autocast(device):
                     x_hat, vq_loss, _ = model(x)
                     rec = F.mse_loss(x_hat.float(), x)
                     loss = rec + vq_loss
@@ -102,9 +103,9 @@ def encode_array(model: VQVAE, images: np.ndarray, *, device: torch.device,
     model.to(device).eval()
     out = []
     for i in range(0, images.shape[0], batch_size):
-        with _autocast(device):
+        with train_autocast(device):
             z_e = model.encoder(to_float(images[i:i + batch_size], device))
-        out.append(model.quantizer.indices(z_e.float()).cpu())
+        out.append(model.quantizer.indices(z_e).cpu())  # indices assign in fp32
     h, w = model.grid(images.shape[1])
     return torch.cat(out) if out else torch.empty(0, h, w, dtype=torch.int64)
 

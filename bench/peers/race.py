@@ -20,8 +20,9 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench import metrics
+from bench.run import sync
 from vqvae import VQVAE, VQVAEConfig
-from vqvae.train import to_float
+from vqvae.train import to_float, train_autocast
 
 FINAL_WINDOW = 20  # steps averaged into final_train_mse
 
@@ -47,15 +48,6 @@ def ours(cfg: VQVAEConfig, *, seed: int) -> Contender:
                      {"module": "vqvae.VQVAE", **dataclasses.asdict(cfg)})
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _autocast(device: torch.device):
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
-
-
 class _Runner:
     """One contender's training state: its optimiser, its batch order and its clock."""
 
@@ -78,12 +70,12 @@ class _Runner:
         return self.images[np.sort(idx)]
 
     def step(self) -> None:
-        _sync(self.device)
+        sync(self.device)
         t0 = time.perf_counter()
         x = to_float(self._batch(), self.device)
         if self.device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
-        with _autocast(self.device):
+        with train_autocast(self.device):
             x_hat, vq_loss = self.c.forward(x)
             rec = F.mse_loss(x_hat.float(), x)
             loss = rec + vq_loss
@@ -110,7 +102,7 @@ def reconstruct(contender: Contender, images: np.ndarray, device: torch.device,
     contender.model.eval()
     out = []
     for i in range(0, len(images), batch):
-        with _autocast(device):
+        with train_autocast(device):
             x_hat, _ = contender.forward(to_float(images[i:i + batch], device))
         out.append(x_hat.float().clamp(0, 1).cpu())
     return torch.cat(out)
@@ -130,7 +122,7 @@ def race(contenders: list[Contender], *, train_images: np.ndarray, test_images: 
         r.used_s, r.steps = 0.0, 0
     while min(r.used_s for r in runners) < budget_s:
         min(runners, key=lambda r: r.used_s).step()
-    x = torch.from_numpy(np.array(test_images)).unsqueeze(1).float() / 255.0  # a writable copy
+    x = to_float(test_images, torch.device("cpu"))
     results = {}
     for r in runners:
         recon = reconstruct(r.c, test_images, device)
