@@ -12,10 +12,11 @@ from rich.table import Table
 import priors
 from bench import records, report as report_lib, tables
 from bench.cli_common import out_console, user_errors
+from bench.progress import err_console
 from bench.cli_data import data_app
 from bench.cli_perf import perf
 from bench.errors import BenchError
-from bench.run import RunConfig, run_benchmark
+from bench.run import RunConfig, RunResult, run_seeds
 
 app = typer.Typer(help="Benchmark generative priors over the codes of a frozen VQ-VAE.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -55,12 +56,11 @@ def run(
 ) -> None:
     """Train (or reuse) the backbone, fit PRIOR on its codes, sample, score, save a record."""
     set_threads(threads)
-    for s in parse_seeds(seeds) if seeds else [seed]:
-        cfg = RunConfig(prior=prior, dataset=dataset, preset=preset, seed=s, device=device,
-                        out=out, extractor=extractor, fid_weights=fid_weights,
-                        condition=condition, n_samples=n_samples, force=force, skip_bad=skip_bad)
-        result = run_benchmark(cfg)
-        print_scores(result.record, result.directory)
+    cfg = RunConfig(prior=prior, dataset=dataset, preset=preset, seed=seed, device=device,
+                    out=out, extractor=extractor, fid_weights=fid_weights,
+                    condition=condition, n_samples=n_samples, force=force, skip_bad=skip_bad)
+    for result in run_seeds(cfg, parse_seeds(seeds) if seeds is not None else [seed]):
+        print_scores(result)
 
 
 def set_threads(threads: int) -> None:
@@ -70,12 +70,20 @@ def set_threads(threads: int) -> None:
         torch.set_num_threads(threads)
 
 
-def print_scores(record: dict, directory: Path) -> None:
-    table = Table(title=f"{record['prior']} · seed {record['seed']} · {directory}")
+def print_scores(result: RunResult) -> None:
+    """The run's scores beside the two ceiling rows, under the backbone's line."""
+    record = result.record
+    out_console.print(tables.backbone_line(record))
+    table = Table(title=f"{record['prior']} · seed {record['seed']} · {result.directory}")
     table.add_column("score")
-    table.add_column("value", justify="right")
-    for key, value in record["scores"].items():
-        table.add_row(key, "" if value is None else f"{value:.4g}")
+    rows = (record, *result.ceilings)
+    for r in rows:
+        table.add_column(r["prior"], justify="right")
+    keys = list(dict.fromkeys(k for r in rows for k in r["scores"]))
+    for key in keys:
+        values = [r["scores"].get(key) for r in rows]
+        table.add_row(tables.score_name(key, record["extractor"]["name"]),
+                      *("" if v is None else f"{v:.4g}" for v in values))
     out_console.print(table)
 
 
@@ -83,7 +91,7 @@ def print_scores(record: dict, directory: Path) -> None:
 @user_errors
 def compare(out: Path = typer.Option(RESULTS, help="Results folder to read and write into.")) -> None:
     """Table of every run under the results folder; writes comparison.{md,csv,tex,json}."""
-    recs = records.collect(out)
+    recs = records.collect(out, warn=lambda text: err_console.print(f"[yellow]warning:[/] {text}"))
     if not recs:
         raise BenchError(f"no finished runs under {out / 'runs'}; run `bench run` first")
     groups = tables.comparison(recs)
@@ -104,7 +112,7 @@ def compare(out: Path = typer.Option(RESULTS, help="Results folder to read and w
 def report(out: Path = typer.Option(RESULTS, help="Results folder to read."),
            to: Optional[Path] = typer.Option(None, help="Report folder (default OUT/report).")) -> None:
     """Markdown report with PNG figures: tables, samples, code maps, curves, codebook."""
-    path = report_lib.write_report(out, to)
+    path = report_lib.write_report(out, to, warn=lambda t: err_console.print(f"[yellow]warning:[/] {t}"))
     out_console.print(f"wrote {path}")
 
 

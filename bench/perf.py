@@ -36,7 +36,7 @@ from bench.run import SAMPLE_BATCH, device_name, resolve_device
 from priors import NullProgress, Progress
 from priors.autoregressive import AutoregressivePrior, forward_seconds, sampling_speed, timed
 from vqvae import VQVAE, TrainConfig, train_vqvae
-from vqvae.io import write_json_atomic
+from bench.store import write_json_atomic
 from vqvae.train import to_float
 
 SECTIONS = ("backbone", "sampling", "data", "features", "peer")

@@ -1,7 +1,9 @@
-"""Run records on disk: one folder per run with record.json (+ weights and sampled codes).
+"""Run records: one artefact folder per run under `runs/` (record.json + weights and samples).
 
-Folders are written to a staging folder and renamed into place, so a record is either whole or
-absent. A finished record is never replaced unless `force` is given.
+Records are written through the store (staging, manifest, rename), so a record is either whole
+or absent, and readers never see an unfinished one. A record whose content is not a record
+(valid JSON of the wrong shape, a record of an older layout) is skipped by `collect` with a
+warning naming it; it never ends up in a table.
 """
 
 from __future__ import annotations
@@ -9,28 +11,52 @@ from __future__ import annotations
 import json
 import platform
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
 
 import bench
 from bench.errors import ArtefactError
-from vqvae.io import commit_dir, load_tensors, save_tensors_atomic, staging_dir, write_json_atomic
+from bench.store import Store, load_tensors, save_tensors
 
 RECORD = "record.json"
 TENSORS = "artefacts.safetensors"
+# field -> type every record must have for compare / report to use it
+REQUIRED: dict[str, type | tuple[type, ...]] = {
+    "kind": str, "prior": str, "dataset": str, "preset": str, "seed": int, "run_id": str,
+    "backbone_hash": str, "export_hash": str, "extractor": dict, "scores": dict,
+}
 
 
-def exists(directory: Path) -> bool:
-    return (directory / RECORD).is_file()
+def invalid_reason(record: Any) -> str | None:
+    """Why `record` is not a usable run record, or None when it is."""
+    if not isinstance(record, dict):
+        return f"a JSON {type(record).__name__}, not an object"
+    for name, kind in REQUIRED.items():
+        if name not in record:
+            return f"no {name!r} field"
+        if not isinstance(record[name], kind) or (kind is int and isinstance(record[name], bool)):
+            return f"field {name!r} is {type(record[name]).__name__}"
+    bad = [k for k, v in record["scores"].items()
+           if v is not None and not isinstance(v, (int, float))]
+    if bad:
+        return f"non-numeric scores {bad[:3]}"
+    if not isinstance(record["extractor"].get("name"), str):
+        return "no extractor name"
+    return None
 
 
 def read(directory: Path) -> dict[str, Any]:
+    """A record (verified by the caller through the store); ArtefactError if it is not one."""
+    path = directory / RECORD
     try:
-        record = json.loads((directory / RECORD).read_text())
+        record = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ArtefactError(f"unreadable run record {directory / RECORD}: {e}") from None
+        raise ArtefactError(f"unreadable run record {path}: {e}") from None
+    reason = invalid_reason(record)
+    if reason:
+        raise ArtefactError(f"{path} is not a run record ({reason})")
     record["path"] = str(directory)
     return record
 
@@ -39,23 +65,38 @@ def read_tensors(directory: Path) -> dict[str, Tensor]:
     return load_tensors(directory / TENSORS)
 
 
-def write(directory: Path, record: dict[str, Any], *, tensors: dict[str, Tensor] | None = None,
-          force: bool = False) -> None:
-    if exists(directory) and not force:
-        raise ArtefactError(f"a finished run exists at {directory}; use --force to overwrite it")
-    tmp = staging_dir(directory)
-    if tensors:
-        save_tensors_atomic(tmp / TENSORS, tensors)
-    write_json_atomic(tmp / RECORD, record)
-    commit_dir(tmp, directory)
+def writer(record: dict[str, Any], tensors: dict[str, Tensor] | None = None
+           ) -> Callable[[Path], None]:
+    """A store `build` callback that writes `record` (and its tensors) into a staging folder."""
+    reason = invalid_reason(record)
+    assert reason is None, f"refusing to write an invalid record: {reason}"
+
+    def build(staging: Path) -> None:
+        if tensors:
+            save_tensors(staging / TENSORS, tensors)
+        (staging / RECORD).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+    return build
 
 
-def collect(out: Path) -> list[dict[str, Any]]:
-    """Every finished record under `out/runs`, oldest first."""
-    runs = out / "runs"
-    if not runs.is_dir():
-        return []
-    return [read(p.parent) for p in sorted(runs.glob(f"*/{RECORD}"), key=lambda p: p.stat().st_mtime)]
+def collect(out: Path, warn: Callable[[str], None] = lambda _: None) -> list[dict[str, Any]]:
+    """Every finished, verified record under `out/runs`, oldest first; the rest are skipped with
+    a warning naming them (unfinished builds are never listed at all)."""
+    store = Store(out)
+    found = []
+    for directory in store.finished("runs"):
+        try:
+            store.verify_dir(directory)
+            record = read(directory)
+        except ArtefactError as e:
+            warn(f"skipping {directory}: {e}")
+            continue
+        found.append((directory.stat().st_mtime, record))
+    legacy = [p for p in (out / "runs").glob("*") if p.is_dir() and not p.name.startswith(".")
+              and (p / RECORD).is_file() and not (p / "MANIFEST.json").is_file()]
+    for p in legacy:
+        warn(f"skipping {p}: written by an older version of bench (no manifest); re-run it")
+    return [r for _, r in sorted(found, key=lambda t: t[0])]
 
 
 def versions() -> dict[str, str]:

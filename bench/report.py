@@ -7,7 +7,7 @@ grids, training curves, the codebook usage histogram and a 2-D projection of the
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import matplotlib
 
@@ -18,21 +18,26 @@ import torch  # noqa: E402
 
 from bench import records, tables  # noqa: E402
 from bench.errors import ArtefactError, BenchError  # noqa: E402
-from vqvae import CheckpointError, VQVAE, decode_codes, load_backbone, load_export  # noqa: E402
-from vqvae.io import read_json, write_text_atomic  # noqa: E402
+from bench.store import Store, read_json, write_text_atomic  # noqa: E402
+from vqvae import CheckpointError, VQVAE, CodeExport, decode_codes, load_backbone, load_export  # noqa: E402
 
 GRID_SIDE = 6  # samples per row / column in a sample grid
 
 
-def find_backbone(out: Path, digest: str) -> tuple[VQVAE, Path]:
-    for meta in sorted((out / "backbones").glob("*/backbone.json")):
-        try:
-            if read_json(meta).get("hash") == digest:
-                return load_backbone(meta.parent)[0], meta.parent
-        except CheckpointError:
-            continue
-    raise ArtefactError(f"no backbone {digest[:12]} under {out / 'backbones'}; the records need it "
-                        f"to decode their samples")
+def stored_backbone(out: Path, record: dict[str, Any]) -> tuple[VQVAE, CodeExport, Path]:
+    """The backbone and code export a record names (verified by the store)."""
+    store = Store(out)
+    try:
+        folders = {k: out / v for k, v in record["artefacts"].items()}
+        store.verify_dir(folders["backbone"])
+        store.verify_dir(folders["export"])
+        model = load_backbone(folders["backbone"])[0]
+        export = load_export(folders["export"], backbone=record["backbone_hash"])
+    except (KeyError, TypeError, CheckpointError, ArtefactError) as e:
+        raise ArtefactError(f"the backbone or export of {record.get('path')} is not usable "
+                            f"({' '.join(str(e).split())[:200]}); the records need them to "
+                            f"decode their samples") from None
+    return model, export, folders["backbone"]
 
 
 def _save(fig, path: Path) -> None:
@@ -151,9 +156,7 @@ def slug(text: str) -> str:
 def setting_section(out: Path, meta: dict[str, str], table, recs: list[dict[str, Any]],
                     folder: Path) -> str:
     folder.mkdir(parents=True, exist_ok=True)
-    digest = recs[0]["backbone_hash"]
-    model, bb_dir = find_backbone(out, digest)
-    export = load_export(out / "exports" / digest[:16], backbone=digest)
+    model, export, bb_dir = stored_backbone(out, recs[0])
     lines = [f"## {tables.title(meta)}", "", tables.to_markdown([(meta, table)]).split("\n", 2)[2]]
     sample_lines, generated = sample_figures(model, recs, export.label_names, folder)
     lines += ["### Samples", "", *sample_lines, ""]
@@ -170,9 +173,10 @@ def setting_section(out: Path, meta: dict[str, str], table, recs: list[dict[str,
     return "\n".join(lines)
 
 
-def write_report(out: Path, report_dir: Path | None = None) -> Path:
+def write_report(out: Path, report_dir: Path | None = None,
+                 warn: Callable[[str], None] = lambda _: None) -> Path:
     """Write report.md and its figures under report_dir (default out/report); returns the path."""
-    recs = records.collect(out)
+    recs = records.collect(out, warn=warn)
     if not recs:
         raise BenchError(f"no finished runs under {out / 'runs'}; run `bench run` first")
     report_dir = report_dir or out / "report"

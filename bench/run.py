@@ -1,14 +1,13 @@
 """The pipeline: data -> frozen backbone -> code export -> prior -> samples -> scores -> record.
 
-Every stage is cached by a content key, so a second prior reuses the backbone, the export, the
-feature extractor and the reference row of the first.
+Every stage is an artefact of the store (bench/store.py), keyed by its content: a second prior
+reuses the backbone, the export, the feature extractor and the ceiling rows of the first, and
+concurrent processes on one results folder build each of them once.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,16 +18,17 @@ import torch
 
 import priors
 from bench import metrics, records
-from bench.data import DataConfig, ImageDataset, load_dataset
-from bench.errors import ArtefactError, BenchError
-from bench.extractors import build_extractor
+from bench.data import DataConfig, ImageDataset
+from bench.errors import BenchError
+from bench.extractors import check_extractor
 from bench.presets import Preset, get_preset
 from bench.progress import RichProgress, err_console
 from bench.scoring import SampleSet, ScoringContext, make_context, score_samples
+from bench.stages import (StageContext, backbone_scores, stage_backbone, stage_data,
+                          stage_export, stage_extractor, with_checkpoint)
+from bench.store import Artefact, Store
 from priors import CodeSet, Prior
-from vqvae import (VQVAE, CheckpointError, CodeExport, decode_codes, encode_array, load_backbone,
-                   load_export, save_backbone, save_export, train_vqvae)
-from vqvae.io import read_json, write_json_atomic
+from vqvae import VQVAE, CodeExport, decode_codes
 from vqvae.train import to_float
 
 CONDITIONS = ("none", "label")
@@ -69,124 +69,27 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def content_key(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def prepare_out(out: Path) -> Path:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as e:
-        raise BenchError(f"cannot create or write the output folder {out}: "
-                         f"{e.strerror or e}") from None
-    return out
-
-
-# --- stages -----------------------------------------------------------------------------------
-
-
-def stage_data(cfg: RunConfig, preset: Preset, progress: RichProgress) -> ImageDataset:
-    data_cfg = DataConfig(resolution=preset.resolution, seed=cfg.backbone_seed,
-                          mni_sizes=preset.mni_sizes, skip_bad=cfg.skip_bad)
-    ds = load_dataset(cfg.dataset, data_cfg, cache_dir=cfg.out / ".cache" / "data",
-                      progress=progress)
-    for note in ds.notes:
-        err_console.print(f"[yellow]note:[/] {note}")
-    return ds
-
-
-def backbone_train_images(ds: ImageDataset, preset: Preset, seed: int) -> np.ndarray:
-    images = ds.splits["train"].images
-    if preset.max_train_images and len(images) > preset.max_train_images:
-        pick = np.random.default_rng(seed).choice(len(images), preset.max_train_images,
-                                                  replace=False)
-        return np.asarray(images[np.sort(pick)])
-    return np.asarray(images)
-
-
-def stage_backbone(cfg: RunConfig, preset: Preset, ds: ImageDataset, device: torch.device,
-                   progress: RichProgress) -> tuple[VQVAE, dict[str, Any]]:
-    key = content_key({"data": ds.fingerprint, "vqvae": dataclasses.asdict(preset.vqvae),
-                       "train": dataclasses.asdict(preset.train), "seed": cfg.backbone_seed,
-                       "max_train_images": preset.max_train_images})
-    directory = cfg.out / "backbones" / key[:16]
-    if (directory / "backbone.json").exists():
-        try:
-            model, record = load_backbone(directory)
-            err_console.print(f"backbone: cached {directory} ({record['hash'][:12]})")
-            return model, record
-        except CheckpointError as e:
-            if not cfg.force:
-                raise ArtefactError(f"{e}; rerun with --force to retrain it") from None
-    torch.manual_seed(cfg.backbone_seed)
-    model = VQVAE(preset.vqvae)
-    train_cfg = dataclasses.replace(preset.train, seed=cfg.backbone_seed)
-    images = backbone_train_images(ds, preset, cfg.backbone_seed)
-    summary = train_vqvae(model, images, train_cfg, device=device, progress=progress)
-    meta = {"data_fingerprint": ds.fingerprint, "dataset": ds.spec, "image_size": preset.resolution,
-            "train": dataclasses.asdict(train_cfg), "summary": summary, "device": str(device),
-            "curve": progress.curve("backbone")}
-    digest = save_backbone(model.cpu(), directory, meta)
-    err_console.print(f"backbone: trained in {summary['train_wall_s']:.0f}s -> {directory} "
-                      f"({digest[:12]})")
-    return load_backbone(directory)
-
-
-def export_dir(cfg: RunConfig, backbone_hash: str) -> Path:
-    """Where the codes of one backbone live, with what is cached per export beside them."""
-    return cfg.out / "exports" / backbone_hash[:16]
-
-
-def stage_export(cfg: RunConfig, ds: ImageDataset, model: VQVAE, record: dict[str, Any],
-                 device: torch.device) -> CodeExport:
-    directory = export_dir(cfg, record["hash"])
-    if (directory / "manifest.json").exists():
-        try:
-            return load_export(directory, backbone=record["hash"])
-        except CheckpointError as e:
-            if not cfg.force:
-                raise ArtefactError(f"{e}; rerun with --force to re-export") from None
-    codes = {s: encode_array(model, sp.images, device=device) for s, sp in ds.splits.items()}
-    labels = {s: torch.from_numpy(np.asarray(sp.labels)) for s, sp in ds.splits.items()
-              if sp.labels is not None}
-    meta = {"dataset": ds.spec, "data_fingerprint": ds.fingerprint,
-            "label_names": list(ds.label_names), "image_size": ds.config.resolution}
-    export = save_export(directory, codes=codes, labels=labels, codebook=model.codebook,
-                         backbone=record["hash"], meta=meta)
-    err_console.print(f"codes: exported {export.manifest['counts']} grids of {export.grid} "
-                      f"-> {directory}")
-    return export
-
-
 def code_set(export: CodeExport, split: str, conditional: bool) -> CodeSet:
     labels = export.labels.get(split) if conditional else None
     return CodeSet(codes=export.codes[split], num_codes=export.num_codes, labels=labels)
 
 
 def build_prior(cfg: RunConfig, export: CodeExport, device: torch.device) -> Prior:
+    """The prior of `cfg`, unfitted (check_options has refused impossible conditioning)."""
     cls = priors.get_prior(cfg.prior)
     conditional = cfg.condition == "label"
-    if conditional and not export.label_names:
-        raise BenchError(f"--condition label needs a labelled dataset; {cfg.dataset!r} has no "
-                         f"labels (labelled: adni:PATH)")
-    if conditional and not cls.conditional:
-        conditional_priors = [n for n in priors.available_priors()
-                              if priors.get_prior(n).conditional]
-        raise BenchError(f"prior {cfg.prior!r} is not class-conditional; conditional priors: "
-                         f"{', '.join(conditional_priors)}")
     return cls(cls.preset(cfg.preset), num_codes=export.num_codes, grid=export.grid,
                num_classes=len(export.label_names) if conditional else 0,
                codebook=export.codebook, device=device)
 
 
-def run_id(cfg: RunConfig, prior: Prior, export: CodeExport, extractor_id: str,
-           n_samples: int) -> str:
-    return content_key({"prior": cfg.prior, "config": dataclasses.asdict(prior.config),
-                        "export": export.export_hash, "seed": cfg.seed, "condition": cfg.condition,
-                        "extractor": extractor_id, "n_samples": n_samples, "preset": cfg.preset})[:12]
+def run_artefact(cfg: RunConfig, prior: Prior, export: CodeExport, extractor_id: str,
+                 n_samples: int) -> Artefact:
+    return Artefact.of("runs", {"prior": cfg.prior, "config": dataclasses.asdict(prior.config),
+                                "export": export.export_hash, "seed": cfg.seed,
+                                "condition": cfg.condition, "extractor": extractor_id,
+                                "n_samples": n_samples, "preset": cfg.preset},
+                       prefix=f"{cfg.prior}-", digits=12)
 
 
 def sample_labels(n: int, export: CodeExport, conditional: bool) -> torch.Tensor | None:
@@ -209,7 +112,8 @@ def sample_prior(prior: Prior, n: int, *, seed: int, labels: torch.Tensor | None
     return torch.cat(chunks)
 
 
-def test_bits_per_code(prior: Prior, test: CodeSet, batch: int = 256) -> float | None:
+def bits_per_code_on(prior: Prior, test: CodeSet, batch: int = 256) -> float | None:
+    """Mean test bits per code of a prior with a likelihood; None for one without."""
     if not prior.has_likelihood:
         return None
     lp = []
@@ -228,134 +132,249 @@ class RunResult:
     record: dict[str, Any]
     directory: Path
     cached: bool  # True: an identical finished run was found and nothing was recomputed
+    ceilings: tuple[dict[str, Any], ...] = ()  # the ceiling rows of the same setting
 
 
-def stage_reference(cfg: RunConfig, export: CodeExport, model: VQVAE, ds: ImageDataset,
-                    ctx: ScoringContext, rest: np.ndarray, device: torch.device) -> None:
-    """The backbone's ceiling: sample metrics of its reconstructions of held-out real images.
-    A conditional run's reference also has per-class scores, so it is a record of its own (the
-    unconditional key is unchanged from before conditioning existed: old results stay valid)."""
-    fields = {"export": export.export_hash, "extractor": ctx.extractor.id,
-              "n": int(ctx.real.shape[0]), "seed": cfg.seed}
-    if cfg.condition != "none":
-        fields["condition"] = cfg.condition
-    key = content_key(fields)[:12]
-    directory = cfg.out / "runs" / f"reference-{key}"
-    if records.exists(directory) and not cfg.force:
-        return
-    test = ds.splits["test"]
-    x = to_float(test.images[rest], torch.device("cpu"))
-    codes = export.codes["test"][torch.from_numpy(rest)]
-    recon = decode_codes(model, codes, device=device)
-    labels = None if test.labels is None else torch.from_numpy(np.asarray(test.labels)[rest])
-    scores = score_samples(SampleSet(recon, codes, labels), ctx, seed=cfg.seed)
-    scores["recon_ssim"] = float(metrics.ssim(recon, x).mean())
-    scores["recon_psnr"] = float(metrics.psnr(recon, x).mean())
-    records.write(directory, base_record(cfg, export, ctx) | {
-        "kind": "reference", "prior": "reference (recon)", "run_id": key, "scores": scores,
-        "device": device_name(device)}, tensors={"samples/codes": codes}, force=True)
+@dataclass(frozen=True)
+class Shared:
+    """The artefacts one run shares with every other run of its setting."""
+
+    ds: ImageDataset
+    model: VQVAE
+    export: CodeExport
+    artefacts: dict[str, str]  # stage -> folder relative to the results root
+    backbone: dict[str, float]  # recon SSIM / PSNR, code usage
 
 
-def base_record(cfg: RunConfig, export: CodeExport, ctx: ScoringContext) -> dict[str, Any]:
-    return {"dataset": cfg.dataset, "preset": cfg.preset, "seed": cfg.seed,
-            "backbone_hash": export.backbone_hash, "export_hash": export.export_hash,
-            "num_codes": export.num_codes, "grid": list(export.grid),
+REFERENCE = "reference (recon of held-out test)"
+DATA_CEILING = "reference (decoded train grids)"
+
+
+def ceiling_rows(cfg: RunConfig, shared: Shared, ctx: ScoringContext, rest: np.ndarray,
+                 sc: StageContext) -> tuple[dict[str, Any], ...]:
+    """The two ceilings every table carries, scored exactly like samples:
+    - REFERENCE: the backbone's reconstructions of held-out real test images (`rest`, disjoint
+      from the real images scored against): a prior that modelled the test distribution;
+    - DATA_CEILING: the decoded codes of real training grids, drawn from the training images
+      memorisation compares against: a prior that learnt its training split perfectly (its
+      memorised share is high by construction)."""
+    test = shared.ds.splits["test"]
+    test_labels = None if test.labels is None else torch.from_numpy(np.asarray(test.labels))
+    n = len(rest)
+    pick = np.random.default_rng(cfg.seed).choice(len(ctx.train_index), min(n, len(ctx.train_index)),
+                                                  replace=False)
+    train_index = torch.from_numpy(ctx.train_index[np.sort(pick)])
+    train_codes = shared.export.codes["train"][train_index]
+    train_labels = shared.export.labels.get("train")
+    sources = {
+        "reference": (REFERENCE, shared.export.codes["test"][torch.from_numpy(rest)],
+                      None if test_labels is None else test_labels[torch.from_numpy(rest)],
+                      to_float(test.images[rest], torch.device("cpu"))),
+        "ceiling": (DATA_CEILING, train_codes,
+                    None if train_labels is None else train_labels[train_index],
+                    None),
+    }
+    rows = []
+    arts = ceiling_artefacts(cfg, shared.export, ctx.extractor.id, n)
+    for kind, (name, codes, labels, originals) in sources.items():
+        art = arts[kind]
+
+        def build(directory: Path, name=name, codes=codes, labels=labels, originals=originals,
+                  kind=kind, art=art) -> None:
+            images = decode_codes(shared.model, codes, device=sc.device)
+            use_labels = labels if cfg.condition == "label" else None
+            scores = score_samples(SampleSet(images, codes, use_labels), ctx, seed=cfg.seed)
+            if originals is not None:
+                scores["recon_ssim"] = float(metrics.ssim(images, originals).mean())
+                scores["recon_psnr"] = float(metrics.psnr(images, originals).mean())
+            record = base_record(cfg, shared, ctx) | {
+                "kind": kind, "prior": name, "run_id": art.name, "scores": scores,
+                "device": device_name(sc.device)}
+            records.writer(record, {"samples/codes": codes})(directory)
+
+        record, _ = sc.build(art, build, records.read)
+        rows.append(record)
+    warn_if_splits_differ(rows[0], rows[1], ctx.extractor.name)
+    return tuple(rows)
+
+
+def ceiling_artefacts(cfg: RunConfig, export: CodeExport, extractor_id: str,
+                      n: int) -> dict[str, Artefact]:
+    return {kind: Artefact.of("runs", {"kind": kind, "export": export.export_hash,
+                                       "extractor": extractor_id, "n": n, "seed": cfg.seed,
+                                       "condition": cfg.condition},
+                              prefix=f"{kind}-", digits=12)
+            for kind in ("reference", "ceiling")}
+
+
+def stored_ceilings(cfg: RunConfig, sc: StageContext, export: CodeExport, extractor_id: str,
+                    n: int) -> tuple[dict[str, Any], ...]:
+    """The ceiling rows of a setting when they are already stored (for a cached run)."""
+    arts = ceiling_artefacts(cfg, export, extractor_id, n).values()
+    if not all(sc.store.exists(a) for a in arts):
+        return ()
+    return tuple(sc.store.read(a, records.read) for a in arts)
+
+
+def warn_if_splits_differ(reference: dict[str, Any], ceiling: dict[str, Any], extractor: str,
+                          ratio: float = 2.0) -> None:
+    fd_ref, fd_data = reference["scores"].get("fd"), ceiling["scores"].get("fd")
+    if fd_ref is not None and fd_data is not None and fd_data > ratio * max(fd_ref, 1e-9):
+        err_console.print(
+            f"[yellow]warning:[/] train and test differ: FD-{extractor} of decoded training grids "
+            f"is {fd_data:.3g}, over {ratio:g}x the {fd_ref:.3g} of held-out test reconstructions; "
+            f"a prior that learns its training split cannot reach the reference row")
+
+
+def base_record(cfg: RunConfig, shared: Shared, ctx: ScoringContext) -> dict[str, Any]:
+    return {"dataset": cfg.dataset, "data": data_identity(shared.ds), "preset": cfg.preset,
+            "seed": cfg.seed, "backbone_hash": shared.export.backbone_hash,
+            "export_hash": shared.export.export_hash, "num_codes": shared.export.num_codes,
+            "grid": list(shared.export.grid), "backbone": shared.backbone,
+            "artefacts": shared.artefacts,
             "extractor": {"name": ctx.extractor.name, "id": ctx.extractor.id},
             "condition": cfg.condition, "versions": records.versions()}
 
 
-def backbone_scores(cfg: RunConfig, model: VQVAE, ds: ImageDataset, export: CodeExport,
-                    device: torch.device) -> dict[str, float]:
-    """Recon SSIM / PSNR over the whole test split and code usage over each split: computed
-    once per export (it decodes the whole test split) and cached beside it."""
-    path = export_dir(cfg, export.backbone_hash) / "backbone_scores.json"
-    if path.is_file() and not cfg.force:
-        return read_json(path)
-    scores = _backbone_scores(model, ds, export, device)
-    write_json_atomic(path, scores)
-    return scores
+def data_identity(ds: ImageDataset) -> dict[str, str]:
+    """kind + fingerprint identify the data; name is what a table shows."""
+    path = ds.spec.partition(":")[2].rstrip("/\\")
+    return {"kind": ds.kind, "fingerprint": ds.fingerprint,
+            "name": Path(path).name if path else ds.kind}
 
 
-def _backbone_scores(model: VQVAE, ds: ImageDataset, export: CodeExport,
-                     device: torch.device) -> dict[str, float]:
-    x = to_float(ds.splits["test"].images, torch.device("cpu"))
-    recon = decode_codes(model, export.codes["test"], device=device)
-    out = {"recon_ssim": float(metrics.ssim(recon, x).mean()),
-           "recon_psnr": float(metrics.psnr(recon, x).mean())}
-    for split in ("train", "test"):
-        counts = metrics.code_histogram(export.codes[split], export.num_codes)
-        out[f"{split}_distinct_codes"] = float(metrics.distinct_codes(counts))
-        out[f"{split}_code_perplexity"] = metrics.perplexity(counts)
-    return out
+def check_options(cfg: RunConfig, ds: ImageDataset | None = None) -> None:
+    """Refuse option combinations that cannot work, before any training."""
+    cls = priors.get_prior(cfg.prior)
+    check_extractor(cfg.extractor, cfg.fid_weights)
+    if cfg.condition == "label" and not cls.conditional:
+        conditional = [n for n in priors.available_priors() if priors.get_prior(n).conditional]
+        raise BenchError(f"prior {cfg.prior!r} is not class-conditional; conditional priors: "
+                         f"{', '.join(conditional)}")
+    if ds is None or cfg.condition != "label":
+        return
+    if not ds.label_names:
+        raise BenchError(f"--condition label needs a labelled dataset; {cfg.dataset!r} has no "
+                         f"labels (labelled: adni:PATH, or folder:PATH with class folders)")
+    labels = np.asarray(ds.splits["train"].labels)
+    empty = [name for c, name in enumerate(ds.label_names) if not (labels == c).any()]
+    if empty:
+        raise BenchError(f"--condition label: class(es) {', '.join(empty)} of {cfg.dataset!r} "
+                         f"have no training images; a conditional prior cannot learn them")
 
 
-def run_benchmark(cfg: RunConfig, *, progress: RichProgress | None = None) -> RunResult:
-    """Run (or find in the cache) one prior on one dataset and write its record."""
-    progress = progress or RichProgress()
-    preset = get_preset(cfg.preset)
-    priors.get_prior(cfg.prior)  # fail fast on an unknown name, before any work
-    prepare_out(cfg.out)
-    device = resolve_device(cfg.device)
-    ds = stage_data(cfg, preset, progress)
-    model, bb_record = stage_backbone(cfg, preset, ds, device, progress)
-    export = stage_export(cfg, ds, model, bb_record, device)
-    prior = build_prior(cfg, export, device)
-    extractor = build_extractor(cfg.extractor, train_images=np.asarray(ds.splits["train"].images),
-                                cache_dir=cfg.out / ".cache" / "extractors", device=device,
-                                seed=cfg.backbone_seed, preset=cfg.preset, progress=progress,
-                                weights_path=cfg.fid_weights)
-    n = min(cfg.n_samples or preset.n_samples, len(ds.splits["test"]) // 2)
+def n_scored(cfg: RunConfig, preset: Preset, ds: ImageDataset) -> int:
+    n_test = len(ds.splits["test"])
+    wanted = cfg.n_samples or preset.n_samples
+    n = min(wanted, n_test // 2)
     if n < 2:
-        raise BenchError(f"the test split of {cfg.dataset!r} has {len(ds.splits['test'])} images; "
-                         f"scoring needs at least 4")
-    rid = run_id(cfg, prior, export, extractor.id, n)
-    directory = cfg.out / "runs" / f"{cfg.prior}-{rid}"
-    if records.exists(directory) and not cfg.force:
-        err_console.print(f"run: identical finished run found at {directory}; "
+        raise BenchError(f"the test split of {cfg.dataset!r} has {n_test} images; scoring needs "
+                         f"at least 4")
+    if n < wanted:
+        err_console.print(f"[yellow]note:[/] {wanted} samples asked for, {n} scored: the real "
+                          f"side needs two disjoint sets of n test images (scored against, and "
+                          f"the reference row) and the test split has {n_test}")
+    return n
+
+
+def prepare_shared(cfg: RunConfig, preset: Preset, sc: StageContext) -> Shared:
+    data_cfg = DataConfig(resolution=preset.resolution, seed=cfg.backbone_seed,
+                          mni_sizes=preset.mni_sizes, skip_bad=cfg.skip_bad)
+    ds = stage_data(cfg.dataset, data_cfg, sc)
+    check_options(cfg, ds)
+    model, bb_record, bb_art = stage_backbone(preset, ds, cfg.backbone_seed, sc)
+    export, ex_art = stage_export(ds, model, bb_record, sc)
+    scores = backbone_scores(model, ds, export, sc)
+    artefacts = {"backbone": f"{bb_art.kind}/{bb_art.name}",
+                 "export": f"{ex_art.kind}/{ex_art.name}"}
+    return Shared(ds, model, export, artefacts, scores)
+
+
+def run_benchmark(cfg: RunConfig, *, progress: RichProgress | None = None,
+                  sc: StageContext | None = None) -> RunResult:
+    """Run (or find in the store) one prior on one dataset and write its record."""
+    preset = get_preset(cfg.preset)
+    check_options(cfg)  # unknown prior, extractor without its extra: before any work
+    sc = sc or StageContext(store=open_store(cfg.out), device=resolve_device(cfg.device),
+                            progress=progress or RichProgress(), force=cfg.force)
+    shared = prepare_shared(cfg, preset, sc)
+    prior = build_prior(cfg, shared.export, sc.device)
+    extractor = stage_extractor(cfg.extractor, shared.ds, seed=cfg.backbone_seed,
+                                preset=cfg.preset, weights_path=cfg.fid_weights, sc=sc)
+    n = n_scored(cfg, preset, shared.ds)
+    art = run_artefact(cfg, prior, shared.export, extractor.id, n)
+    if sc.store.exists(art) and not (cfg.force and art.key not in sc.rebuilt):
+        record = sc.store.read(art, records.read)
+        err_console.print(f"run: identical finished run found at {sc.store.dir(art)}; "
                           f"use --force to recompute")
-        return RunResult(records.read(directory), directory, cached=True)
-    ctx, rest = make_context(ds.splits["test"].images, ds.splits["test"].labels,
-                             ds.splits["train"].images, export.codes["test"], export.num_codes,
-                             extractor, ds.label_names if cfg.condition == "label" else (),
-                             n=n, seed=cfg.backbone_seed,
-                             cache_dir=export_dir(cfg, export.backbone_hash))
-    stage_reference(cfg, export, model, ds, ctx, rest, device)
-    record, sampled = fit_and_score(cfg, prior, export, model, ctx, n, device, progress)
-    record |= base_record(cfg, export, ctx) | {"run_id": rid, "kind": "prior",
-                                               "backbone": backbone_scores(cfg, model, ds, export,
-                                                                           device)}
-    tensors = {f"prior/{k}": v for k, v in prior.state_dict().items()} | {"samples/codes": sampled}
-    if cfg.condition == "label":
-        tensors["samples/labels"] = sample_labels(len(sampled), export, True)
-    records.write(directory, record, tensors=tensors, force=cfg.force)
-    return RunResult(record, directory, cached=False)
+        return RunResult(record, sc.store.dir(art), cached=True,
+                         ceilings=stored_ceilings(cfg, sc, shared.export, extractor.id, n))
+    test = shared.ds.splits["test"]
+    ctx, rest = make_context(test.images, test.labels, shared.ds.splits["train"].images,
+                             shared.export.codes["test"], shared.export.num_codes, extractor,
+                             shared.ds.label_names if cfg.condition == "label" else (),
+                             n=n, seed=cfg.backbone_seed, store=sc.store,
+                             force=sc.force_for(f"threshold|{shared.export.export_hash}|{n}"))
+    ceilings = ceiling_rows(cfg, shared, ctx, rest, sc)
+
+    def build(directory: Path) -> None:
+        record, tensors = fit_and_score(cfg, prior, shared, ctx, n, sc, art)
+        records.writer(record | base_record(cfg, shared, ctx) | {"run_id": art.name},
+                       tensors)(directory)
+
+    record, built = sc.build(art, build, records.read)
+    return RunResult(record, sc.store.dir(art), cached=not built, ceilings=ceilings)
 
 
-def fit_and_score(cfg: RunConfig, prior: Prior, export: CodeExport, model: VQVAE,
-                  ctx: ScoringContext, n: int, device: torch.device,
-                  progress: RichProgress) -> tuple[dict[str, Any], torch.Tensor]:
+def run_seeds(cfg: RunConfig, seeds: list[int], *,
+              progress: RichProgress | None = None) -> list[RunResult]:
+    """`run_benchmark` for each seed; the shared stages are built (or forced) once."""
+    if not seeds:
+        raise BenchError("no seeds to run; give --seed N or --seeds 0,1,2")
+    check_options(cfg)
+    sc = StageContext(store=open_store(cfg.out), device=resolve_device(cfg.device),
+                      progress=progress or RichProgress(), force=cfg.force)
+    return [run_benchmark(dataclasses.replace(cfg, seed=s), sc=sc) for s in seeds]
+
+
+def open_store(out: Path) -> Store:
+    store = Store(out, say=lambda text: err_console.print(f"store: {text}")).prepare()
+    removed = store.clean_staging()
+    if removed:
+        err_console.print(f"store: removed {removed} unfinished build(s) left by stopped runs")
+    return store
+
+
+def fit_and_score(cfg: RunConfig, prior: Prior, shared: Shared, ctx: ScoringContext, n: int,
+                  sc: StageContext, art: Artefact) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     conditional = cfg.condition == "label"
-    torch.manual_seed(cfg.seed)
-    before = set(progress.history)
+    export, device = shared.export, sc.device
+    before = set(sc.progress.history)
     t0 = time.perf_counter()
     fit_summary = prior.fit(code_set(export, "train", conditional),
-                            code_set(export, "val", conditional), seed=cfg.seed, progress=progress)
+                            code_set(export, "val", conditional), seed=cfg.seed,
+                            progress=sc.progress,
+                            **with_checkpoint(prior.fit, sc.store.checkpoint(art)))
     fit_s = time.perf_counter() - t0
-    bits = test_bits_per_code(prior, code_set(export, "test", conditional))
+    bits = bits_per_code_on(prior, code_set(export, "test", conditional))
     labels = sample_labels(n, export, conditional)
     sync(device)
     t0 = time.perf_counter()
     codes = sample_prior(prior, n, seed=cfg.seed, labels=labels)
-    images = decode_codes(model, codes, device=device)
+    images = decode_codes(shared.model, codes, device=device)
     sync(device)
     sample_s = time.perf_counter() - t0
     err_console.print(f"{cfg.prior}: fit {fit_s:.1f}s, {n} samples in {sample_s:.1f}s; scoring")
     scores = score_samples(SampleSet(images, codes, labels), ctx, seed=cfg.seed)
     scores |= {"bits_per_code": bits, "fit_s": fit_s, "samples_per_s": n / sample_s,
                "num_parameters": float(prior.num_parameters())}
-    return {"prior": cfg.prior, "config": dataclasses.asdict(prior.config), "scores": scores,
-            "fit": fit_summary, "device": device_name(device),
-            "curves": {k: progress.curve(k) for k in progress.history if k not in before}}, codes
+    record = {"kind": "prior", "prior": cfg.prior, "config": dataclasses.asdict(prior.config),
+              "scores": scores, "fit": fit_summary, "device": device_name(device),
+              "curves": {k: sc.progress.curve(k) for k in sc.progress.history if k not in before}}
+    tensors = {f"prior/{k}": v for k, v in prior.state_dict().items()} | {"samples/codes": codes}
+    if labels is not None:
+        tensors["samples/labels"] = labels
+    return record, tensors
 
 
 def sync(device: torch.device) -> None:

@@ -11,7 +11,8 @@ from torch import Tensor
 
 from bench import metrics
 from bench.extractors import FeatureExtractor
-from vqvae.io import read_json, tensors_hash, write_json_atomic
+from bench.store import Artefact, Store, read_json, write_json_atomic
+from vqvae.io import tensors_hash
 from vqvae.train import to_float
 
 
@@ -30,6 +31,7 @@ class ScoringContext:
     real_labels: Tensor | None  # (n,) or None
     real_feats: np.ndarray  # (n, F) extractor features of `real`
     train: Tensor  # (M, 1, H, W) training images, for memorisation
+    train_index: np.ndarray  # (M,) their indices in the train split (the data-ceiling row's pool)
     test_code_counts: Tensor  # (K,) code histogram over the whole test split
     memorised_above: float  # nearest-train SSIM threshold of memorisation (from `real`)
     num_codes: int
@@ -40,12 +42,12 @@ class ScoringContext:
 def make_context(test_images: np.ndarray, test_labels: np.ndarray | None, train_images: np.ndarray,
                  test_codes: Tensor, num_codes: int, extractor: FeatureExtractor,
                  label_names: tuple[str, ...], *, n: int, seed: int,
-                 max_train: int = 4000,
-                 cache_dir: Path | None = None) -> tuple[ScoringContext, np.ndarray]:
+                 max_train: int = 4000, store: Store | None = None,
+                 force: bool = False) -> tuple[ScoringContext, np.ndarray]:
     """Pick n real test images (seeded); return the context and the test indices left over
     (disjoint from the chosen ones) from which the reference row's reconstructions come.
-    `cache_dir`: where the memorisation threshold (every real image against every train
-    image: about a minute on 2 CPU cores at 500 x 4000) is kept, keyed by the images' bytes."""
+    `store`: where the memorisation threshold (every real image against every train image:
+    about a minute on 2 CPU cores at 500 x 4000) is kept, keyed by the images' bytes."""
     order = np.random.default_rng(seed).permutation(len(test_images))
     chosen, rest = np.sort(order[:n]), np.sort(order[n:2 * n])
     cpu = torch.device("cpu")
@@ -56,7 +58,8 @@ def make_context(test_images: np.ndarray, test_labels: np.ndarray | None, train_
         real=real,
         real_labels=None if test_labels is None else torch.from_numpy(np.asarray(test_labels)[chosen]),
         real_feats=extractor.features(real),
-        train=train, memorised_above=memorisation_threshold(train, real, cache_dir),
+        train=train, train_index=train_pick,
+        memorised_above=stored_memorisation_threshold(train, real, store, force),
         test_code_counts=metrics.code_histogram(test_codes, num_codes),
         num_codes=num_codes, extractor=extractor, label_names=label_names)
     return ctx, rest
@@ -65,18 +68,22 @@ def make_context(test_images: np.ndarray, test_labels: np.ndarray | None, train_
 MEMORISED_QUANTILE = 0.95  # of held-out images' nearest-train SSIM: the memorisation line
 
 
-def memorisation_threshold(train: Tensor, real: Tensor, cache_dir: Path | None) -> float:
-    """`metrics.memorisation_threshold`, read from / written to `cache_dir` when given."""
-    if cache_dir is None:
+def stored_memorisation_threshold(train: Tensor, real: Tensor, store: Store | None,
+                                  force: bool = False) -> float:
+    """`metrics.memorisation_threshold`, kept in `store` (kind `scores`) when one is given."""
+    if store is None:
         return metrics.memorisation_threshold(train, real, quantile=MEMORISED_QUANTILE)
     meta = {"metric": "memorisation_threshold", "quantile": MEMORISED_QUANTILE}
-    key = tensors_hash({"train": train, "real": real}, meta)
-    path = cache_dir / f"memorisation-threshold-{key[:16]}.json"
-    if path.is_file():
-        return float(read_json(path)["threshold"])
-    threshold = metrics.memorisation_threshold(train, real, quantile=MEMORISED_QUANTILE)
-    write_json_atomic(path, meta | {"threshold": threshold, "n_train": len(train),
-                                    "n_real": len(real)})
+    art = Artefact.of("scores", meta | {"images": tensors_hash({"train": train, "real": real}, {})},
+                      prefix="memorisation-")
+
+    def build(directory: Path) -> None:
+        threshold = metrics.memorisation_threshold(train, real, quantile=MEMORISED_QUANTILE)
+        write_json_atomic(directory / "threshold.json",
+                   meta | {"threshold": threshold, "n_train": len(train), "n_real": len(real)})
+
+    threshold, _ = store.get_or_build(
+        art, build, lambda d: float(read_json(d / "threshold.json")["threshold"]), force=force)
     return threshold
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 from scipy import stats
 
-from vqvae.io import write_json_atomic, write_text_atomic
+from bench.store import write_json_atomic, write_text_atomic
 
 # (record score key, column header, decimals, higher is better?)
 COLUMNS: tuple[tuple[str, str, int, bool | None], ...] = (
@@ -177,3 +177,24 @@ def write_all(tables: list[tuple[dict[str, str], pd.DataFrame]], out: Path,
     write_text_atomic(paths[2], to_latex(tables))
     write_json_atomic(paths[3], flat.astype(object).where(flat.notna(), None).to_dict("records"))
     return paths
+
+
+def score_name(key: str, extractor: str) -> str:
+    """The human name of a record's score key (`fd` -> `FD-mri`), the key itself if unknown."""
+    base, _, cls = key.partition("[")
+    names = {k: head for k, head, _, _ in COLUMNS} | {
+        "kid_std": "KID std", "recon_ssim": "recon SSIM", "recon_psnr": "recon PSNR (dB)",
+        "n_samples": "samples scored", "num_parameters": "parameters"}
+    name = names.get(base, base).format(extractor=extractor)
+    return f"{name} [{cls.rstrip(']')}]" if cls else name
+
+
+def backbone_line(record: dict[str, Any]) -> str:
+    """One line on the backbone under a table: a prior can be no better than it."""
+    bb = record.get("backbone") or {}
+    if "recon_ssim" not in bb:
+        return "backbone: scores not recorded"
+    return (f"backbone: recon SSIM {bb['recon_ssim']:.3f}, PSNR {bb['recon_psnr']:.2f} dB on the "
+            f"whole test split; codes used {bb['test_distinct_codes']:.0f} of "
+            f"{record.get('num_codes', bb.get('num_codes', '?'))} "
+            f"(perplexity {bb['test_code_perplexity']:.1f})")

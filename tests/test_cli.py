@@ -7,6 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from bench.cli import app
+from bench.run import DATA_CEILING, REFERENCE
 
 runner = CliRunner()
 
@@ -43,14 +44,15 @@ def records(out: Path) -> dict[str, dict]:
 
 def test_run_writes_a_record_with_every_score(results):
     recs = records(results)
-    assert set(recs) == {"uniform", "pixelcnn", "reference (recon)"}
+    assert set(recs) == {"uniform", "pixelcnn", REFERENCE, DATA_CEILING}
     scores = recs["pixelcnn"]["scores"]
     for key in ("bits_per_code", "fd", "kid", "precision", "recall", "nn_ssim", "memorisation",
                 "distinct_codes", "code_perplexity", "code_js_bits", "samples_per_s", "fit_s"):
         assert scores[key] is not None, key
     assert recs["pixelcnn"]["backbone"]["recon_ssim"] > 0
     assert recs["pixelcnn"]["backbone_hash"] == recs["uniform"]["backbone_hash"]
-    assert "recon_ssim" in recs["reference (recon)"]["scores"]
+    assert "recon_ssim" in recs[REFERENCE]["scores"]
+    assert recs[DATA_CEILING]["kind"] == "ceiling"
 
 
 def test_uniform_bits_per_code_is_log2_k_exactly(results):
@@ -71,12 +73,12 @@ def test_compare_writes_tables(results):
     for ext in ("md", "csv", "tex", "json"):
         assert (results / f"comparison.{ext}").is_file()
     md = (results / "comparison.md").read_text()
-    assert "pixelcnn" in md and "uniform" in md and "reference (recon)" in md
+    assert "pixelcnn" in md and "uniform" in md and REFERENCE in md and DATA_CEILING in md
     assert "FD-mri" in md
     rows = json.loads((results / "comparison.json").read_text())
     by_prior = {r["prior"]: r for r in rows}
     assert by_prior["uniform"]["bits_per_code"] == pytest.approx(4.0)
-    assert by_prior["reference (recon)"]["bits_per_code"] is None  # empty, never 0
+    assert by_prior[REFERENCE]["bits_per_code"] is None  # empty, never 0
 
 
 def test_priors_lists_the_registry():
@@ -112,8 +114,14 @@ def test_unwritable_output_folder(tmp_path):
 
 
 def test_condition_on_unlabelled_data(results):
-    assert_user_error(bench("run", "--prior", "uniform", "--preset", "tiny", "--condition", "label",
+    assert_user_error(bench("run", "--prior", "unigram", "--preset", "tiny", "--condition", "label",
                             "--out", str(results)), "needs a labelled dataset")
+
+
+def test_condition_with_an_unconditional_prior_fails_before_any_work(tmp_path):
+    assert_user_error(bench("run", "--prior", "uniform", "--preset", "tiny", "--condition", "label",
+                            "--out", str(tmp_path)), "not class-conditional", "gated-pixelcnn")
+    assert not (tmp_path / "data").exists()  # refused before the data stage
 
 
 def test_truncated_backbone_checkpoint(results, tmp_path):
@@ -123,7 +131,7 @@ def test_truncated_backbone_checkpoint(results, tmp_path):
     weights = next((out / "backbones").glob("*/model.safetensors"))
     weights.write_bytes(weights.read_bytes()[:100])
     assert_user_error(bench("run", "--prior", "unigram", "--preset", "tiny", "--out", str(out)),
-                      "corrupt or truncated checkpoint", "--force")
+                      "fails its sha256 check", "--force")
 
 
 def test_compare_with_no_runs(tmp_path):

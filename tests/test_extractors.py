@@ -71,20 +71,21 @@ def test_mri_features_separate_real_from_scrambled_images(tmp_path):
 
 def test_mri_corrupt_cache_is_an_artefact_error(tmp_path):
     ex = _build(tmp_path)
-    (folder,) = tmp_path.iterdir()
+    (folder,) = (tmp_path / "extractors").iterdir()
     weights = folder / "encoder.safetensors"
     good = weights.read_bytes()
     weights.write_bytes(good[: len(good) // 2])
-    with pytest.raises(ArtefactError, match="cached mri extractor is unusable.*delete"):
+    with pytest.raises(ArtefactError, match="encoder.safetensors fails its sha256 check.*--force"):
         _build(tmp_path)
-    weights.write_bytes(good[:-8] + bytes(8))  # parses, but the weights changed
-    with pytest.raises(ArtefactError, match="does not match its recorded hash"):
+    weights.write_bytes(good[:-8] + bytes(8))  # same size, other bytes
+    with pytest.raises(ArtefactError, match="fails its sha256 check"):
         _build(tmp_path)
     weights.write_bytes(good)
     assert _build(tmp_path).id == ex.id
     (folder / "extractor.json").write_text("{not json")
-    with pytest.raises(ArtefactError, match="corrupt JSON"):
+    with pytest.raises(ArtefactError, match="extractor.json fails its sha256 check"):
         _build(tmp_path)
+    assert _build(tmp_path, force=True).id == ex.id  # --force retrains, to the same weights
 
 
 def test_build_extractor_rejects_bad_arguments(tmp_path):

@@ -52,14 +52,18 @@ def test_classes_too_small_for_per_class_scores_are_skipped():
 def test_memorisation_threshold_is_cached_by_image_content(tmp_path, monkeypatch):
     from bench import metrics, scoring
     train, real = (torch.from_numpy(images(n, s)).unsqueeze(1).float() / 255 for n, s in ((20, 1), (8, 0)))
-    first = scoring.memorisation_threshold(train, real, tmp_path)
+    from bench.store import Store
+    store = Store(tmp_path)
+    first = scoring.stored_memorisation_threshold(train, real, store)
     assert first == metrics.memorisation_threshold(train, real, quantile=scoring.MEMORISED_QUANTILE)
     calls = []
     real_fn = metrics.memorisation_threshold
     monkeypatch.setattr(metrics, "memorisation_threshold",
                         lambda *a, **k: calls.append(1) or real_fn(*a, **k))
-    assert scoring.memorisation_threshold(train, real, tmp_path) == first and not calls  # read back
+    assert scoring.stored_memorisation_threshold(train, real, store) == first and not calls
     other = real.clone()
     other[0, 0, 0, 0] += 0.5  # one pixel of one image: a different key, computed afresh
-    scoring.memorisation_threshold(train, other, tmp_path)
-    assert calls == [1] and len(list(tmp_path.glob("memorisation-threshold-*.json"))) == 2
+    scoring.stored_memorisation_threshold(train, other, store)
+    assert calls == [1] and len(list(tmp_path.glob("scores/memorisation-*/threshold.json"))) == 2
+    scoring.stored_memorisation_threshold(train, other, store, force=True)
+    assert calls == [1, 1]  # --force recomputes it

@@ -101,8 +101,8 @@ def test_truncated_checkpoint_is_refused(model, tmp_path):
 def test_tampered_weights_fail_the_hash_check(model, tmp_path):
     save_backbone(model, tmp_path / "bb", {})
     other = VQVAE(SMALL)
-    from vqvae.io import save_tensors_atomic
-    save_tensors_atomic(tmp_path / "bb" / "model.safetensors", other.state_dict())
+    from vqvae.io import save_tensors
+    save_tensors(tmp_path / "bb" / "model.safetensors", other.state_dict())
     with pytest.raises(CheckpointError, match="fails its hash check"):
         load_backbone(tmp_path / "bb")
 

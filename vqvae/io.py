@@ -1,4 +1,4 @@
-"""Frozen backbones and code exports on disk: safetensors + JSON, content-hashed, atomic.
+"""Frozen backbones and code exports on disk: safetensors + JSON, content-hashed.
 
 A backbone is identified by the hash of its config and weights. A code export names that hash
 in its manifest; loading an export against a different backbone is refused.
@@ -9,9 +9,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,25 +38,15 @@ def tensors_hash(tensors: dict[str, Tensor], meta: dict[str, Any]) -> str:
     return h.hexdigest()
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write a temporary file beside `path` and rename it into place."""
+def save_tensors(path: Path, tensors: dict[str, Tensor]) -> None:
+    """safetensors file at `path` (atomicity is the caller's: bench stages whole folders)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(path))
 
 
-def write_json_atomic(path: Path, obj: Any) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
-
-
-def save_tensors_atomic(path: Path, tensors: dict[str, Tensor]) -> None:
+def write_json(path: Path, obj: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp)
-    os.replace(tmp, path)
+    path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 def load_tensors(path: Path) -> dict[str, Tensor]:
@@ -80,18 +67,6 @@ def read_json(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"corrupt JSON {path}: {e}") from None
 
 
-def commit_dir(tmp_dir: Path, final_dir: Path) -> None:
-    """Move a fully written temporary folder into place (replacing an older one)."""
-    if final_dir.exists():
-        shutil.rmtree(final_dir)
-    os.replace(tmp_dir, final_dir)
-
-
-def staging_dir(final_dir: Path) -> Path:
-    final_dir.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(dir=final_dir.parent, prefix=f".{final_dir.name}."))
-
-
 # --- backbone ---------------------------------------------------------------------------------
 
 
@@ -100,13 +75,11 @@ def backbone_hash(model: VQVAE) -> str:
 
 
 def save_backbone(model: VQVAE, directory: Path, meta: dict[str, Any]) -> str:
-    """Write model.safetensors + backbone.json atomically; returns the backbone hash."""
+    """Write model.safetensors + backbone.json into `directory`; returns the backbone hash."""
     digest = backbone_hash(model)
-    tmp = staging_dir(directory)
-    save_tensors_atomic(tmp / "model.safetensors", model.state_dict())
-    write_json_atomic(tmp / "backbone.json",
-                      {"hash": digest, "config": dataclasses.asdict(model.cfg), "meta": meta})
-    commit_dir(tmp, directory)
+    save_tensors(directory / "model.safetensors", model.state_dict())
+    write_json(directory / "backbone.json",
+               {"hash": digest, "config": dataclasses.asdict(model.cfg), "meta": meta})
     return digest
 
 
@@ -168,7 +141,7 @@ class CodeExport:
 
 def save_export(directory: Path, *, codes: dict[str, Tensor], labels: dict[str, Tensor],
                 codebook: Tensor, backbone: str, meta: dict[str, Any]) -> CodeExport:
-    """Write codes.safetensors (int16 codes) + manifest.json atomically."""
+    """Write codes.safetensors (int16 codes) + manifest.json into `directory`."""
     if set(codes) != set(SPLITS):
         raise ValueError(f"an export needs splits {SPLITS}, got {sorted(codes)}")
     K = codebook.shape[0]
@@ -181,16 +154,17 @@ def save_export(directory: Path, *, codes: dict[str, Tensor], labels: dict[str, 
     manifest = {"format": EXPORT_FORMAT, "backbone_hash": backbone, "num_codes": K, "grid": grid,
                 "counts": {s: int(codes[s].shape[0]) for s in SPLITS}, **meta}
     manifest["export_hash"] = tensors_hash(tensors, manifest)
-    tmp = staging_dir(directory)
-    save_tensors_atomic(tmp / "codes.safetensors", tensors)
-    write_json_atomic(tmp / "manifest.json", manifest)
-    commit_dir(tmp, directory)
+    save_tensors(directory / "codes.safetensors", tensors)
+    write_json(directory / "manifest.json", manifest)
     return load_export(directory, backbone=backbone)
 
 
 def load_export(directory: Path, *, backbone: str | None = None) -> CodeExport:
     """Load a code export; refuse it if it belongs to another backbone or fails its hash."""
     manifest = read_json(directory / "manifest.json")
+    if manifest.get("format") != EXPORT_FORMAT:
+        raise CheckpointError(f"code export {directory} has format {manifest.get('format')!r}; "
+                              f"this version reads format {EXPORT_FORMAT}: re-export the codes")
     if backbone is not None and manifest.get("backbone_hash") != backbone:
         raise CheckpointError(
             f"code export {directory} was made by backbone {str(manifest.get('backbone_hash'))[:12]}, "

@@ -10,8 +10,9 @@ from pathlib import Path
 from bench.data import adni, cache, folder, mni, nifti, oasis
 from bench.data.base import RESOLUTIONS, SPLITS, DataConfig, ImageDataset, Split
 from bench.data.images import PREPROCESS_VERSION
-from bench.data.plan import Kind, Progress
+from bench.data.plan import Built, Kind, Progress
 from bench.errors import DataError
+from bench.store import Artefact, Store
 
 DATASET_KINDS: dict[str, Kind] = {k.name: k for k in (mni.KIND, oasis.KIND, adni.KIND,
                                                       folder.KIND, nifti.KIND)}
@@ -47,16 +48,27 @@ def fingerprint_of(spec: str, config: DataConfig) -> tuple[str, "object"]:
     return cache.fingerprint(key), plan
 
 
-def load_dataset(spec: str, config: DataConfig, *, cache_dir: Path,
+def load_dataset(spec: str, config: DataConfig, *, cache_dir: Path | None = None,
+                 store: Store | None = None, force: bool = False,
                  progress: Progress | None = None) -> ImageDataset:
-    """Decode `spec` once into `cache_dir/<fingerprint>/` and return its memory-mapped splits."""
+    """Decode `spec` once into the store (`store`, or one rooted at `cache_dir`) as an artefact
+    of kind `data` keyed by its fingerprint; return its verified, memory-mapped splits."""
+    if store is None:
+        if cache_dir is None:
+            raise ValueError("load_dataset needs a store or a cache_dir")
+        store = Store(Path(cache_dir))
     fingerprint, plan = fingerprint_of(spec, config)
-    entry = Path(cache_dir) / fingerprint
-    built = cache.read(entry)
-    if built is None:
-        cache.write(entry, plan.build(progress))
+    art = Artefact.of("data", {"fingerprint": fingerprint}, prefix=f"{parse_spec(spec)[0]}-")
+
+    def load(entry: Path) -> Built:
         built = cache.read(entry)
-        assert built is not None, f"cache entry {entry} unreadable right after writing"
+        if built is None:
+            raise DataError(f"cache entry {entry} has no {cache.META}; run the same command "
+                            f"again with --force to rebuild it")
+        return built
+
+    built, _ = store.get_or_build(art, lambda entry: cache.write(entry, plan.build(progress)),
+                                  load, force=force)
     return ImageDataset(spec=spec, kind=parse_spec(spec)[0], config=config,
                         fingerprint=fingerprint, splits=built.splits,
                         label_names=built.label_names, notes=plan.notes + built.notes)

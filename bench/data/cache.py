@@ -1,16 +1,12 @@
-"""The uint8 cache: one .npy per split plus meta.json under cache_dir/<fingerprint>/.
+"""The uint8 cache: one .npy per split plus meta.json, an artefact of kind `data` in the store.
 
-A cache entry is written into a temporary folder and renamed into place, so a reader sees a
-whole entry or none. Arrays come back memory-mapped read-only.
+The store stages, verifies and commits the folder; arrays come back memory-mapped read-only.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -34,21 +30,13 @@ def _split_meta(split: Split) -> dict:
 
 
 def write(entry: Path, built: Built) -> None:
-    """Write `built` as the cache entry folder `entry`, atomically (temp folder + rename)."""
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}-", dir=entry.parent))
-    try:
-        for name in SPLITS:
-            np.save(tmp / f"{name}.npy", np.ascontiguousarray(built.splits[name].images))
-        meta = {"label_names": list(built.label_names), "notes": list(built.notes),
-                "splits": {name: _split_meta(built.splits[name]) for name in SPLITS}}
-        (tmp / META).write_text(json.dumps(meta))
-        os.rename(tmp, entry)
-    except OSError:
-        if not (entry / META).exists():  # a concurrent writer that won the rename is fine
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    """Write `built` into the folder `entry` (the store's staging folder: it commits it)."""
+    entry.mkdir(parents=True, exist_ok=True)
+    for name in SPLITS:
+        np.save(entry / f"{name}.npy", np.ascontiguousarray(built.splits[name].images))
+    meta = {"label_names": list(built.label_names), "notes": list(built.notes),
+            "splits": {name: _split_meta(built.splits[name]) for name in SPLITS}}
+    (entry / META).write_text(json.dumps(meta))
 
 
 def read(entry: Path) -> Built | None:
@@ -58,14 +46,16 @@ def read(entry: Path) -> Built | None:
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as e:
-        raise DataError(f"cache entry {entry} is damaged ({e}); delete that folder") from None
+        raise DataError(f"cache entry {entry} is damaged ({e}); run the same command again "
+                        f"with --force to rebuild it") from None
     splits = {}
     for name in SPLITS:
         info = meta["splits"][name]
         try:
             images = np.load(entry / f"{name}.npy", mmap_mode="r")
         except (OSError, ValueError) as e:
-            raise DataError(f"cache entry {entry} is damaged ({e}); delete that folder") from None
+            raise DataError(f"cache entry {entry} is damaged ({e}); run the same command again "
+                        f"with --force to rebuild it") from None
         labels = None if info["labels"] is None else np.asarray(info["labels"], np.int64)
         splits[name] = Split(images, np.asarray(info["subjects"], dtype=str), labels)
     return Built(splits, tuple(meta["label_names"]), tuple(meta["notes"]))

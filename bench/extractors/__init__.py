@@ -9,23 +9,44 @@ import torch
 
 from bench.errors import BenchError
 from bench.extractors.base import FeatureExtractor
+from bench.store import Store
 
 EXTRACTORS = ("mri", "inception")
 
 
-def build_extractor(name: str, *, train_images: np.ndarray, cache_dir: Path, device: torch.device, seed: int,
-                    preset: str = "quick", progress=None, weights_path: Path | None = None) -> FeatureExtractor:
-    """A frozen extractor. `mri` trains (or loads from cache_dir) on train_images; `inception`
-    needs torch-fidelity and its weights (weights_path or the torch hub cache)."""
+def check_extractor(name: str, weights_path: Path | None = None) -> None:
+    """Refuse an extractor that cannot run here (unknown, or its optional extra missing) before
+    any training happens."""
     match name:
         case "mri":
-            from bench.extractors.mri import build_mri
-            return build_mri(train_images=train_images, cache_dir=cache_dir, device=device, seed=seed,
-                             preset=preset, progress=progress)
+            return
         case "inception":
-            from bench.extractors.inception import build_inception
-            return build_inception(device=device, weights_path=weights_path)
+            from bench.extractors.inception import _import_inception, resolve_weights
+            _import_inception()
+            resolve_weights(weights_path)
+            return
     raise BenchError(f"unknown extractor {name!r}; available: {', '.join(EXTRACTORS)}")
 
 
-__all__ = ["EXTRACTORS", "FeatureExtractor", "build_extractor"]
+def build_extractor(name: str, *, train_images: np.ndarray, device: torch.device, seed: int,
+                    store: Store | None = None, cache_dir: Path | None = None,
+                    preset: str = "quick", progress=None, weights_path: Path | None = None,
+                    force: bool = False) -> FeatureExtractor:
+    """A frozen extractor. `mri` trains (or loads from the store: `store`, or one rooted at
+    `cache_dir`) on train_images; `inception` needs torch-fidelity and its weights
+    (weights_path or the torch hub cache)."""
+    check_extractor(name, weights_path if name == "inception" else None)
+    match name:
+        case "mri":
+            from bench.extractors.mri import build_mri
+            if store is None:
+                if cache_dir is None:
+                    raise ValueError("build_extractor('mri') needs a store or a cache_dir")
+                store = Store(Path(cache_dir))
+            return build_mri(train_images=train_images, store=store, device=device, seed=seed,
+                             preset=preset, progress=progress, force=force)
+    from bench.extractors.inception import build_inception
+    return build_inception(device=device, weights_path=weights_path)
+
+
+__all__ = ["EXTRACTORS", "FeatureExtractor", "build_extractor", "check_extractor"]

@@ -15,6 +15,7 @@ from torch import Tensor
 
 from bench.errors import ArtefactError, BenchError
 from bench.extractors.base import FeatureExtractor
+from bench.store import file_sha256
 
 WEIGHT_FILES = ("pt_inception-2015-12-05-6726825d.pth",  # pytorch-fid's name
                 "weights-inception-2015-12-05-6726825d.pth")  # torch-fidelity's download name
@@ -51,14 +52,6 @@ def resolve_weights(weights_path: Path | None) -> Path:
     raise BenchError(f"no Inception weights in {hub}; {_how_to()}")
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 class InceptionExtractor(FeatureExtractor):
     name = "inception"
     dim = 2048
@@ -82,4 +75,4 @@ def build_inception(*, device: torch.device, weights_path: Path | None = None) -
         raise ArtefactError(f"Inception weights {path} are not a loadable state dict "
                             f"({type(e).__name__}); download {WEIGHT_FILES[0]} again") from None
     model = cls("inception-v3-compat", ["2048"], feature_extractor_weights_path=os.fspath(path))
-    return InceptionExtractor(model, _file_sha256(path), device)
+    return InceptionExtractor(model, file_sha256(path), device)

@@ -23,8 +23,9 @@ from torch import Tensor, nn
 from bench.errors import ArtefactError, BenchError
 from bench.extractors.augment import two_views
 from bench.extractors.base import FeatureExtractor
-from vqvae.io import (CheckpointError, commit_dir, load_tensors, read_json, save_tensors_atomic,
-                      staging_dir, tensors_hash, write_json_atomic)
+from bench.store import Artefact, Store
+from bench.store import load_tensors, read_json, save_tensors, write_json_atomic
+from vqvae.io import tensors_hash
 
 PRESETS = ("tiny", "quick", "full")
 CACHE_FORMAT = 1  # bump when the architecture or training recipe changes meaning
@@ -143,9 +144,10 @@ class MriExtractor(FeatureExtractor):
 
 
 def _images_hash(images: np.ndarray) -> str:
-    h = hashlib.sha256(f"{images.shape}|{images.dtype}".encode())
-    h.update(np.ascontiguousarray(images).tobytes())
-    return h.hexdigest()
+    arr = np.ascontiguousarray(images)
+    if not arr.flags.writeable:  # read-only memmap: torch wants writable memory
+        arr = arr.copy()
+    return tensors_hash({"images": torch.from_numpy(arr)}, {})
 
 
 def _weights_hash(model: Encoder, cfg: MriConfig) -> str:
@@ -154,41 +156,43 @@ def _weights_hash(model: Encoder, cfg: MriConfig) -> str:
 
 
 def _load(directory: Path, cfg: MriConfig, device: torch.device) -> MriExtractor:
-    """Load a cached encoder; any damage is an ArtefactError naming the folder to delete."""
-    fix = f"delete {directory} to retrain it"
+    """Load a stored encoder (the store verified its files); a mismatch is an ArtefactError."""
+    fix = "run the same command again with --force to retrain it"
     try:
         record = read_json(directory / "extractor.json")
         state = load_tensors(directory / "encoder.safetensors")
         model = Encoder(cfg)
         model.load_state_dict(state)
-    except (CheckpointError, RuntimeError) as e:
-        raise ArtefactError(f"cached mri extractor is unusable ({' '.join(str(e).split())[:200]}); {fix}") from None
+    except (ArtefactError, RuntimeError) as e:
+        raise ArtefactError(f"stored mri extractor {directory} is unusable "
+                            f"({' '.join(str(e).split())[:200]}); {fix}") from None
     digest = _weights_hash(model, cfg)
     if record.get("weights_hash") != digest:
-        raise ArtefactError(f"cached mri extractor in {directory} does not match its recorded hash; {fix}")
+        raise ArtefactError(f"stored mri extractor in {directory} does not match its recorded "
+                            f"hash; {fix}")
     return MriExtractor(model.eval().requires_grad_(False), cfg, digest, device)
 
 
-def build_mri(*, train_images: np.ndarray, cache_dir: Path, device: torch.device, seed: int,
-              preset: str = "quick", progress=None) -> MriExtractor:
-    """Load the cached encoder for (images, preset config, seed) or train and cache it."""
+def build_mri(*, train_images: np.ndarray, store: Store, device: torch.device, seed: int,
+              preset: str = "quick", progress=None, force: bool = False) -> MriExtractor:
+    """Load the stored encoder for (images, preset config, seed) or train and store it."""
     cfg = preset_config(preset)
     if train_images.ndim != 3 or train_images.dtype != np.uint8 or len(train_images) < 2:
         raise BenchError(f"mri extractor needs training images as a (N>=2, H, W) uint8 array, got "
                          f"{train_images.shape} {train_images.dtype}")
     if min(train_images.shape[1:]) < 16:
         raise BenchError(f"mri extractor needs images of at least 16x16 px, got {train_images.shape[1:]}")
-    key_obj = {"format": CACHE_FORMAT, "images": _images_hash(train_images), "config": dataclasses.asdict(cfg),
-               "seed": seed}
-    key = hashlib.sha256(json.dumps(key_obj, sort_keys=True).encode()).hexdigest()[:16]
-    directory = Path(cache_dir) / f"mri-{preset}-{key}"
-    if (directory / "extractor.json").exists():
-        return _load(directory, cfg, device)
-    model, stats = train_encoder(train_images, cfg, seed=seed, device=device, progress=progress)
-    digest = _weights_hash(model, cfg)
-    tmp = staging_dir(directory)
-    save_tensors_atomic(tmp / "encoder.safetensors", model.state_dict())
-    write_json_atomic(tmp / "extractor.json", key_obj | {"weights_hash": digest, "preset": preset, "stats": stats,
-                                                         "device": str(device)})
-    commit_dir(tmp, directory)
-    return MriExtractor(model, cfg, digest, device)
+    key_obj = {"format": CACHE_FORMAT, "images": _images_hash(train_images),
+               "config": dataclasses.asdict(cfg), "seed": seed}
+    art = Artefact.of("extractors", key_obj, prefix=f"mri-{preset}-")
+
+    def build(directory: Path) -> None:
+        model, stats = train_encoder(train_images, cfg, seed=seed, device=device,
+                                     progress=progress)
+        save_tensors(directory / "encoder.safetensors", model.state_dict())
+        write_json_atomic(directory / "extractor.json",
+                   key_obj | {"weights_hash": _weights_hash(model, cfg), "preset": preset,
+                              "stats": stats, "device": str(device)})
+
+    extractor, _ = store.get_or_build(art, build, lambda d: _load(d, cfg, device), force=force)
+    return extractor

@@ -1,0 +1,169 @@
+"""The shared stages of a run, each one artefact of the store: data, backbone, code export,
+backbone scores, feature extractor. Every prior, seed and process that needs a stage builds it
+once (under its lock) and reuses it; `force` rebuilds it once per process."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from bench import metrics
+from bench.data import DataConfig, ImageDataset, load_dataset
+from bench.errors import ArtefactError
+from bench.extractors import FeatureExtractor, build_extractor
+from bench.presets import Preset
+from bench.progress import RichProgress, err_console
+from bench.store import Artefact, Store, read_json, write_json_atomic
+from vqvae import (VQVAE, CheckpointError, CodeExport, decode_codes, encode_array, load_backbone,
+                   load_export, save_backbone, save_export, train_vqvae)
+from vqvae.train import to_float
+
+
+@dataclasses.dataclass
+class StageContext:
+    """What every stage of one process shares: the store, the device, progress, and which
+    artefacts `--force` has already rebuilt in this process (so a multi-seed run rebuilds the
+    shared stages once, not once per seed)."""
+
+    store: Store
+    device: torch.device
+    progress: RichProgress
+    force: bool = False
+    rebuilt: set[str] = dataclasses.field(default_factory=set)
+
+    def build(self, art: Artefact, build: Callable[[Path], None], load: Callable[[Path], Any]):
+        force = self.force and art.key not in self.rebuilt
+        value, built = self.store.get_or_build(art, build, load, force=force)
+        if built:
+            self.rebuilt.add(art.key)
+        return value, built
+
+    def force_for(self, stage: str) -> bool:
+        """Whether a stage that builds through another module (named by `stage`, unique per
+        input) must rebuild now: the first time in this process under `--force`."""
+        force = self.force and stage not in self.rebuilt
+        self.rebuilt.add(stage)
+        return force
+
+
+def with_checkpoint(fn: Callable, checkpoint: Any) -> dict[str, Any]:
+    """`checkpoint=` for a training function that takes one (outside plug-ins may not)."""
+    return {"checkpoint": checkpoint} if "checkpoint" in inspect.signature(fn).parameters else {}
+
+
+def stage_data(spec: str, data_cfg: DataConfig, sc: StageContext) -> ImageDataset:
+    ds = load_dataset(spec, data_cfg, store=sc.store, force=sc.force_for(f"data|{spec}|{data_cfg}"),
+                      progress=sc.progress)
+    for note in ds.notes:
+        err_console.print(f"[yellow]note:[/] {note}")
+    return ds
+
+
+def backbone_train_images(ds: ImageDataset, preset: Preset, seed: int) -> np.ndarray:
+    images = ds.splits["train"].images
+    if preset.max_train_images and len(images) > preset.max_train_images:
+        pick = np.random.default_rng(seed).choice(len(images), preset.max_train_images,
+                                                  replace=False)
+        return np.asarray(images[np.sort(pick)])
+    return np.asarray(images)
+
+
+def backbone_artefact(preset: Preset, ds: ImageDataset, seed: int) -> Artefact:
+    return Artefact.of("backbones", {
+        "data": ds.fingerprint, "vqvae": dataclasses.asdict(preset.vqvae),
+        "train": dataclasses.asdict(preset.train), "seed": seed,
+        "max_train_images": preset.max_train_images})
+
+
+def stage_backbone(preset: Preset, ds: ImageDataset, seed: int,
+                   sc: StageContext) -> tuple[VQVAE, dict[str, Any], Artefact]:
+    art = backbone_artefact(preset, ds, seed)
+
+    def build(directory: Path) -> None:
+        train_cfg = dataclasses.replace(preset.train, seed=seed)
+        checkpoint = sc.store.checkpoint(art)
+        with torch.random.fork_rng(devices=[sc.device] if sc.device.type == "cuda" else []):
+            torch.manual_seed(seed)  # init and dead-code restarts; restored on exit
+            model = VQVAE(preset.vqvae)
+            summary = train_vqvae(model, backbone_train_images(ds, preset, seed), train_cfg,
+                                  device=sc.device, progress=sc.progress,
+                                  **with_checkpoint(train_vqvae, checkpoint))
+        meta = {"data_fingerprint": ds.fingerprint, "dataset": ds.spec,
+                "image_size": preset.resolution, "train": dataclasses.asdict(train_cfg),
+                "summary": summary, "device": str(sc.device),
+                "curve": sc.progress.curve("backbone")}
+        digest = save_backbone(model.cpu(), directory, meta)
+        err_console.print(f"backbone: trained in {summary['train_wall_s']:.0f}s ({digest[:12]})")
+
+    (model, record), built = sc.build(art, build, _load_backbone)
+    if not built:
+        err_console.print(f"backbone: cached {sc.store.dir(art)} ({record['hash'][:12]})")
+    return model, record, art
+
+
+def _load_backbone(directory: Path) -> tuple[VQVAE, dict[str, Any]]:
+    try:
+        return load_backbone(directory)
+    except CheckpointError as e:
+        raise ArtefactError(f"{e}; run the same command again with --force to rebuild it") from None
+
+
+def stage_export(ds: ImageDataset, model: VQVAE, record: dict[str, Any],
+                 sc: StageContext) -> tuple[CodeExport, Artefact]:
+    """The codes of every split: keyed by the backbone AND the data of every split."""
+    art = Artefact.of("exports", {"backbone": record["hash"], "data": ds.fingerprint})
+
+    def build(directory: Path) -> None:
+        codes = {s: encode_array(model, sp.images, device=sc.device) for s, sp in ds.splits.items()}
+        labels = {s: torch.from_numpy(np.asarray(sp.labels)) for s, sp in ds.splits.items()
+                  if sp.labels is not None}
+        meta = {"dataset": ds.spec, "data_fingerprint": ds.fingerprint,
+                "label_names": list(ds.label_names), "image_size": ds.config.resolution}
+        export = save_export(directory, codes=codes, labels=labels, codebook=model.codebook,
+                             backbone=record["hash"], meta=meta)
+        err_console.print(f"codes: exported {export.manifest['counts']} grids of {export.grid}")
+
+    def load(directory: Path) -> CodeExport:
+        try:
+            return load_export(directory, backbone=record["hash"])
+        except CheckpointError as e:
+            raise ArtefactError(f"{e}; run the same command again with --force") from None
+
+    export, _ = sc.build(art, build, load)
+    return export, art
+
+
+def backbone_scores(model: VQVAE, ds: ImageDataset, export: CodeExport,
+                    sc: StageContext) -> dict[str, float]:
+    """Recon SSIM / PSNR over the whole test split and code usage over each split: computed
+    once per export (it decodes the whole test split) and stored."""
+    art = Artefact.of("scores", {"what": "backbone", "export": export.export_hash,
+                                 "data": ds.fingerprint}, prefix="backbone-")
+
+    def build(directory: Path) -> None:
+        x = to_float(ds.splits["test"].images, torch.device("cpu"))
+        recon = decode_codes(model, export.codes["test"], device=sc.device)
+        out = {"recon_ssim": float(metrics.ssim(recon, x).mean()),
+               "recon_psnr": float(metrics.psnr(recon, x).mean()), "num_codes": export.num_codes}
+        for split in ("train", "test"):
+            counts = metrics.code_histogram(export.codes[split], export.num_codes)
+            out[f"{split}_distinct_codes"] = float(metrics.distinct_codes(counts))
+            out[f"{split}_code_perplexity"] = metrics.perplexity(counts)
+        write_json_atomic(directory / "scores.json", out)
+
+    scores, _ = sc.build(art, build, lambda d: read_json(d / "scores.json"))
+    return scores
+
+
+def stage_extractor(name: str, ds: ImageDataset, *, seed: int, preset: str,
+                    weights_path: Path | None, sc: StageContext) -> FeatureExtractor:
+    stage = f"extractor|{name}|{ds.fingerprint}|{seed}|{preset}"
+    return build_extractor(name, train_images=np.asarray(ds.splits["train"].images),
+                           store=sc.store, device=sc.device, seed=seed, preset=preset,
+                           progress=sc.progress, weights_path=weights_path,
+                           force=sc.force_for(stage))
