@@ -169,7 +169,7 @@ def ceiling_rows(cfg: RunConfig, shared: Shared, ctx: ScoringContext, rest: np.n
     sources = {
         "reference": (REFERENCE, shared.export.codes["test"][torch.from_numpy(rest)],
                       None if test_labels is None else test_labels[torch.from_numpy(rest)],
-                      to_float(test.images[rest], torch.device("cpu"))),
+                      to_float(test.images[rest], sc.device)),
         "ceiling": (DATA_CEILING, train_codes,
                     None if train_labels is None else train_labels[train_index],
                     None),
@@ -181,7 +181,7 @@ def ceiling_rows(cfg: RunConfig, shared: Shared, ctx: ScoringContext, rest: np.n
 
         def build(directory: Path, name=name, codes=codes, labels=labels, originals=originals,
                   kind=kind, art=art) -> None:
-            images = decode_codes(shared.model, codes, device=sc.device)
+            images = decode_codes(shared.model, codes, device=sc.device).to(sc.device)
             use_labels = labels if cfg.condition == "label" else None
             scores = score_samples(SampleSet(images, codes, use_labels), ctx, seed=cfg.seed)
             if originals is not None:
@@ -314,7 +314,8 @@ def run_benchmark(cfg: RunConfig, *, progress: RichProgress | None = None,
                              shared.export.codes["test"], shared.export.num_codes, extractor,
                              shared.ds.label_names if cfg.condition == "label" else (),
                              n=n, seed=cfg.backbone_seed, store=sc.store,
-                             force=sc.force_for(f"threshold|{shared.export.export_hash}|{n}"))
+                             force=sc.force_for(f"threshold|{shared.export.export_hash}|{n}"),
+                             device=sc.device)
     ceilings = ceiling_rows(cfg, shared, ctx, rest, sc)
 
     def build(directory: Path) -> None:

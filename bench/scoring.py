@@ -43,17 +43,17 @@ def make_context(test_images: np.ndarray, test_labels: np.ndarray | None, train_
                  test_codes: Tensor, num_codes: int, extractor: FeatureExtractor,
                  label_names: tuple[str, ...], *, n: int, seed: int,
                  max_train: int = 4000, store: Store | None = None,
-                 force: bool = False) -> tuple[ScoringContext, np.ndarray]:
+                 force: bool = False,
+                 device: torch.device = torch.device("cpu")) -> tuple[ScoringContext, np.ndarray]:
     """Pick n real test images (seeded); return the context and the test indices left over
     (disjoint from the chosen ones) from which the reference row's reconstructions come.
     `store`: where the memorisation threshold (every real image against every train image:
     about a minute on 2 CPU cores at 500 x 4000) is kept, keyed by the images' bytes."""
     order = np.random.default_rng(seed).permutation(len(test_images))
     chosen, rest = np.sort(order[:n]), np.sort(order[n:2 * n])
-    cpu = torch.device("cpu")
-    real = to_float(np.asarray(test_images[chosen]), cpu)
+    real = to_float(np.asarray(test_images[chosen]), device)  # image metrics run on `device`
     train_pick = np.sort(np.random.default_rng(seed + 1).permutation(len(train_images))[:max_train])
-    train = to_float(np.asarray(train_images[train_pick]), cpu)
+    train = to_float(np.asarray(train_images[train_pick]), device)
     ctx = ScoringContext(
         real=real,
         real_labels=None if test_labels is None else torch.from_numpy(np.asarray(test_labels)[chosen]),
@@ -105,13 +105,14 @@ MIN_PER_CLASS = 8  # images of a class on each side before per-class scores are 
 
 def score_samples(samples: SampleSet, ctx: ScoringContext, *, seed: int) -> dict[str, float]:
     """Every sample metric for one set of decoded samples, plus per-class scores if labelled."""
-    feats = ctx.extractor.features(samples.images)
-    scores = _image_scores(samples.images, feats, ctx.real, ctx.real_feats, seed)
+    images = samples.images.to(ctx.real.device)
+    feats = ctx.extractor.features(images)
+    scores = _image_scores(images, feats, ctx.real, ctx.real_feats, seed)
     gen = torch.Generator().manual_seed(seed)
     counts = metrics.code_histogram(samples.codes, ctx.num_codes)
     scores |= {
-        "memorisation": metrics.memorised_share(samples.images, ctx.train, ctx.memorised_above),
-        "diversity_ssim": metrics.diversity(samples.images, max_pairs=2000, generator=gen),
+        "memorisation": metrics.memorised_share(images, ctx.train, ctx.memorised_above),
+        "diversity_ssim": metrics.diversity(images, max_pairs=2000, generator=gen),
         "distinct_codes": float(metrics.distinct_codes(counts)),
         "code_perplexity": metrics.perplexity(counts),
         "code_js_bits": metrics.js_divergence(counts, ctx.test_code_counts),
@@ -122,7 +123,8 @@ def score_samples(samples: SampleSet, ctx: ScoringContext, *, seed: int) -> dict
             mine, theirs = samples.labels == c, ctx.real_labels == c
             if min(int(mine.sum()), int(theirs.sum())) < MIN_PER_CLASS:
                 continue  # too few images for a per-class score; the pooled scores stand
-            per_class = _image_scores(samples.images[mine], feats[mine.numpy()], ctx.real[theirs],
+            per_class = _image_scores(images[mine.to(images.device)], feats[mine.numpy()],
+                                      ctx.real[theirs.to(images.device)],
                                       ctx.real_feats[theirs.numpy()], seed, manifold=False)
             scores |= {f"{k}[{name}]": v for k, v in per_class.items() if k != "kid_std"}
     return scores
