@@ -1,6 +1,6 @@
 """`bench perf`: machine-use numbers for the current device, as rich tables and JSON.
 
-The lead mounts the command with `app.command("perf")(perf)`; `perf_app` runs it standalone.
+`bench.cli` mounts `perf`; `perf_app` is the command on its own (the tests invoke it).
 """
 
 from __future__ import annotations

@@ -52,14 +52,3 @@ def test_intensity_stats_known_values():
     mean, std, percentiles = intensity_stats(images)
     assert mean == 100.0 and std == 100.0
     assert percentiles == {1: 0, 5: 0, 50: 0, 95: 200, 99: 200}
-
-
-def test_measure_loading_reports_cold_and_warm_and_leaves_no_cache(tmp_path):
-    from bench.data import DataConfig
-    from bench.data.benchmark import measure_loading
-
-    root = make_adni(tmp_path / "d")
-    result = measure_loading(f"adni:{root}", DataConfig(resolution=32), tmp_path / "c")
-    assert result["n_images"] == 24 and result["kind"] == "adni"
-    assert result["cold_s"] > 0 and result["warm_s"] > 0 and result["warm_images_per_s"] > 0
-    assert list((tmp_path / "c").iterdir()) == []
