@@ -8,10 +8,11 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from bench.cli_common import out_console, user_errors
+from bench.cli_common import option_errors, out_console, user_errors
 from bench.data import DataConfig, ImageDataset, load_dataset
 from bench.data.inspect import PERCENTILES, SplitSummary, montage, summarize, write_png
 from bench.progress import RichProgress
+from bench.run import prepare_out
 
 data_app = typer.Typer(help="Inspect datasets: counts, subjects, intensities, a montage.",
                        no_args_is_help=True)
@@ -46,7 +47,10 @@ def inspect(
     skip_bad: bool = typer.Option(False, help="skip unusable files with a note instead of failing"),
 ) -> None:
     """Counts per split and label, subjects, intensity statistics, notes, and a montage PNG."""
-    config = DataConfig(resolution=resolution, seed=seed, skip_bad=skip_bad)
+    with option_errors():
+        config = DataConfig(resolution=resolution, seed=seed, skip_bad=skip_bad)
+    if montage_path is not None:
+        prepare_out(montage_path.parent)  # an unwritable place fails before the work
     ds = load_dataset(spec, config, cache_dir=cache_dir, progress=RichProgress())
     out_console.print(summary_table(ds, summarize(ds)))
     for note in ds.notes:

@@ -32,7 +32,7 @@ from bench.data import DataConfig, ImageDataset, load_dataset
 from bench.extractors import build_extractor
 from bench.peers import PEERS, peer_module, race_peer
 from bench.presets import Preset, get_preset
-from bench.run import SAMPLE_BATCH, device_name, resolve_device
+from bench.run import SAMPLE_BATCH, device_name, prepare_out, resolve_device
 from bench.timing import forward_seconds, measure_loading, sampling_speed, timed
 from priors import NullProgress, Progress
 from priors.autoregressive import AutoregressivePrior
@@ -371,7 +371,7 @@ def run_perf(cfg: PerfConfig, *, progress: Progress | None = None) -> PerfResult
     if "peer" in cfg.sections:
         peer_module(cfg.peer)  # missing optional dependency: fail before the other sections
     path = cfg.out or cfg.results_dir / f"perf-{device_slug(device)}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)  # an unwritable place fails before the work
+    prepare_out(path.parent)  # an unwritable place fails before the work, in one line
     sizes = cfg.resolved_sizes
     ctx = _Context(cfg, get_preset(cfg.preset), device, sizes, progress or NullProgress())
     with intra_op_threads(cfg.threads):
