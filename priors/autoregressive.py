@@ -23,7 +23,7 @@ from priors.base import (CodeSet, Prior, PriorError, Progress, epoch_batches, ep
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class FitConfig:
     """Training fields shared by every autoregressive prior; subclass Configs add the net."""
 
     epochs: int = 10  # passes over the training grids; the best epoch on val is kept
@@ -258,7 +258,8 @@ class AutoregressivePrior(Prior):
                 if val_nats < best_nats:
                     best_nats, best_epoch = val_nats, epoch
                     best_state = copy.deepcopy(self.net.state_dict())
-                progress.advance(1, loss=val_nats, train_loss=train_nats)
+                progress.advance(1, val_bits_per_code=val_nats / math.log(2),
+                                 train_bits_per_code=train_nats / math.log(2))
         finally:
             progress.stop()
         self.net.load_state_dict(best_state)
@@ -331,7 +332,7 @@ class AutoregressivePrior(Prior):
         self.net.eval()
 
 
-def lr_lambda(cfg: TrainConfig, total_steps: int):
+def lr_lambda(cfg: FitConfig, total_steps: int):
     warmup = max(1, round(cfg.warmup_frac * total_steps))
 
     def factor(step: int) -> float:
