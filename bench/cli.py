@@ -26,13 +26,20 @@ app.command("perf")(perf)
 RESULTS = Path("results")
 
 
-def parse_seeds(text: str) -> list[int]:
-    try:
-        seeds = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise BenchError(f"--seeds must be comma-separated integers like 0,1,2, got {text!r}") from None
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise BenchError(f"--seeds must list distinct integers like 0,1,2, got {text!r}")
+def parse_seeds(text: str | None, seed: int) -> list[int]:
+    """The seeds to run: those of --seeds ('0,1,2': distinct, >= 0) when given, else --seed."""
+    if text is None:
+        seeds = [seed]
+    else:
+        try:
+            seeds = [int(s) for s in text.split(",") if s.strip()]
+        except ValueError:
+            raise BenchError(f"--seeds must be comma-separated integers like 0,1,2, "
+                             f"got {text!r}") from None
+        if not seeds or len(set(seeds)) != len(seeds):
+            raise BenchError(f"--seeds must list distinct integers like 0,1,2, got {text!r}")
+    if min(seeds) < 0:
+        raise BenchError(f"seeds must be >= 0, got {min(seeds)}")
     return seeds
 
 
@@ -59,7 +66,7 @@ def run(
     cfg = RunConfig(prior=prior, dataset=dataset, preset=preset, seed=seed, device=device,
                     out=out, extractor=extractor, fid_weights=fid_weights,
                     condition=condition, n_samples=n_samples, force=force, skip_bad=skip_bad)
-    for result in run_seeds(cfg, parse_seeds(seeds) if seeds is not None else [seed]):
+    for result in run_seeds(cfg, parse_seeds(seeds, seed)):
         print_scores(result)
 
 
@@ -130,7 +137,3 @@ def list_priors() -> None:
     out_console.print(table)
     for name, why in priors.REGISTRY.load_errors.items():
         out_console.print(f"[red]entry point {name!r} failed to load:[/] {why}")
-
-
-def main() -> None:  # pragma: no cover
-    app()

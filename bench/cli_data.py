@@ -8,10 +8,11 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from bench.cli_common import out_console, user_errors
+from bench.cli_common import option_errors, out_console, user_errors
 from bench.data import DataConfig, ImageDataset, load_dataset
 from bench.data.inspect import PERCENTILES, SplitSummary, montage, summarize, write_png
 from bench.progress import RichProgress
+from bench.store import prepare_out
 
 data_app = typer.Typer(help="Inspect datasets: counts, subjects, intensities, a montage.",
                        no_args_is_help=True)
@@ -42,14 +43,18 @@ def inspect(
     seed: int = typer.Option(0, help="seeds mni augmentation and subject splits"),
     cache_dir: Path = typer.Option(Path(".cache/data"), help="where decoded splits are cached"),
     montage_path: Optional[Path] = typer.Option(None, "--montage",
-                                                help="montage PNG [default: in the cache entry]"),
+                                                help="montage PNG [default: CACHE_DIR/montages/]"),
     skip_bad: bool = typer.Option(False, help="skip unusable files with a note instead of failing"),
 ) -> None:
     """Counts per split and label, subjects, intensity statistics, notes, and a montage PNG."""
-    config = DataConfig(resolution=resolution, seed=seed, skip_bad=skip_bad)
+    with option_errors():
+        config = DataConfig(resolution=resolution, seed=seed, skip_bad=skip_bad)
+    if montage_path is not None:
+        prepare_out(montage_path.parent)  # an unwritable place fails before the work
     ds = load_dataset(spec, config, cache_dir=cache_dir, progress=RichProgress())
     out_console.print(summary_table(ds, summarize(ds)))
     for note in ds.notes:
         out_console.print(f"note: {note}", soft_wrap=True)
-    path = write_png(montage_path or cache_dir / ds.fingerprint / "montage.png", montage(ds))
+    path = write_png(montage_path or cache_dir / "montages" / f"{ds.kind}-{ds.fingerprint}.png",
+                     montage(ds))
     out_console.print(f"fingerprint {ds.fingerprint}; montage {path}", soft_wrap=True)

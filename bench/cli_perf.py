@@ -1,6 +1,6 @@
 """`bench perf`: machine-use numbers for the current device, as rich tables and JSON.
 
-The lead mounts the command with `app.command("perf")(perf)`; `perf_app` runs it standalone.
+`bench.cli` mounts `perf`; `perf_app` is the command on its own (the tests invoke it).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any, Optional
 import typer
 from rich.table import Table
 
-from bench.cli_common import out_console, user_errors
+from bench.cli_common import option_errors, out_console, user_errors
 from bench.errors import BenchError
 from bench.perf import PerfConfig, PerfSizes, parse_sections, perf_sizes, run_perf
 from bench.progress import RichProgress, err_console
@@ -43,10 +43,11 @@ def perf(
     cache_dir: Path = typer.Option(Path("results/.cache"), help="Data and extractor cache."),
 ) -> None:
     """Backbone images/s and FLOP/s share, cached vs naive sampling, data loading, features."""
-    sizes = sized(preset, grids, max_naive_s, peer_budget_s, run_grids)
-    cfg = PerfConfig(preset=preset, device=device, sections=parse_sections(sections, peer),
-                     dataset=dataset, peer=peer or "monai", sizes=sizes, threads=threads,
-                     seed=seed, out=out, cache_dir=cache_dir)
+    with option_errors():
+        sizes = sized(preset, grids, max_naive_s, peer_budget_s, run_grids)
+        cfg = PerfConfig(preset=preset, device=device, sections=parse_sections(sections, peer),
+                         dataset=dataset, peer=peer or "monai", sizes=sizes, threads=threads,
+                         seed=seed, out=out, cache_dir=cache_dir)
     result = run_perf(cfg, progress=RichProgress())
     print_report(result.report)
     err_console.print(f"wrote {result.path}")

@@ -29,12 +29,15 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import priors
 from bench.data import DataConfig, ImageDataset, load_dataset
-from bench.data.benchmark import measure_loading
+from bench.extractors import build_extractor
 from bench.peers import PEERS, peer_module, race_peer
 from bench.presets import Preset, get_preset
 from bench.run import SAMPLE_BATCH, device_name, resolve_device
+from bench.store import prepare_out
+from bench.timing import forward_seconds, measure_loading, sampling_speed, timed
 from priors import NullProgress, Progress
-from priors.autoregressive import AutoregressivePrior, forward_seconds, sampling_speed, timed
+from priors.autoregressive import AutoregressivePrior
+from priors.base import seeded
 from vqvae import VQVAE, TrainConfig, train_vqvae
 from bench.store import write_json_atomic
 from vqvae.train import to_float
@@ -83,12 +86,17 @@ def perf_sizes(preset: str) -> PerfSizes:
     """tiny: the tests, seconds. quick: minutes on 2 CPU cores. full: a GPU."""
     match preset:
         case "tiny":
-            return PerfSizes(256, 0.05, 2, (4,), 2, (3,), 5, 0.1, 32, 0.5)
+            return PerfSizes(matmul_n=256, matmul_s=0.05, backbone_steps=2, grids=(4,),
+                             n_grids=2, run_grids=(3,), run_batch=5, max_naive_s=0.1,
+                             n_feature_images=32, peer_budget_s=0.5)
         case "quick":
-            return PerfSizes(0, 2.0, 30, (16, 32, 64), 8, (16, 32), SAMPLE_BATCH, 5.0, 500, 60.0)
+            return PerfSizes(matmul_n=0, matmul_s=2.0, backbone_steps=30, grids=(16, 32, 64),
+                             n_grids=8, run_grids=(16, 32), run_batch=SAMPLE_BATCH,
+                             max_naive_s=5.0, n_feature_images=500, peer_budget_s=60.0)
         case "full":
-            return PerfSizes(0, 3.0, 50, (16, 32, 64), 64, (32, 64), SAMPLE_BATCH, 20.0, 4000,
-                             300.0)
+            return PerfSizes(matmul_n=0, matmul_s=3.0, backbone_steps=50, grids=(16, 32, 64),
+                             n_grids=64, run_grids=(32, 64), run_batch=SAMPLE_BATCH,
+                             max_naive_s=20.0, n_feature_images=4000, peer_budget_s=300.0)
     get_preset(preset)  # raises the one-line error naming the valid presets
     raise AssertionError(preset)
 
@@ -171,7 +179,7 @@ def backbone_flops(preset: Preset, device: torch.device, batch: torch.Tensor) ->
     model = VQVAE(preset.vqvae).to(device).train()
 
     def step() -> torch.Tensor:
-        x_hat, vq_loss, _ = model(batch)
+        x_hat, vq_loss, _ = model(batch, torch.Generator())  # restarts drawn off the global RNG
         return torch.nn.functional.mse_loss(x_hat, batch) + vq_loss
 
     return train_step_flops(step)
@@ -186,8 +194,8 @@ def measure_backbone(preset: Preset, ds: ImageDataset, device: torch.device, siz
     model = VQVAE(preset.vqvae)
     warm = TrainConfig(epochs=1, batch_size=bs, lr=preset.train.lr, seed=seed)
     train_vqvae(model, train[:2 * bs], warm, device=device, progress=NullProgress())
-    timed = replace(warm, epochs=epochs)
-    summary = train_vqvae(model, train, timed, device=device, progress=NullProgress())
+    summary = train_vqvae(model, train, replace(warm, epochs=epochs), device=device,
+                          progress=NullProgress())
     batch = to_float(train[:bs], device)
     flops = backbone_flops(preset, device, batch)
     return {"batch_size": bs, "resolution": preset.resolution, "steps": summary["steps"],
@@ -208,8 +216,7 @@ def _build_prior(name: str, preset: str, num_codes: int, side: int, device: torc
                  seed: int) -> AutoregressivePrior:
     """An untrained prior (sampling speed does not depend on the weights), seeded init."""
     cls = priors.get_prior(name)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
+    with seeded(seed, device):
         return cls(cls.preset(preset), num_codes=num_codes, grid=(side, side), device=device)
 
 
@@ -240,8 +247,6 @@ def measure_sampling_one(name: str, preset: str, num_codes: int, side: int, n: i
 def measure_features(preset: Preset, ds: ImageDataset, device: torch.device, sizes: PerfSizes,
                      seed: int, cache_dir: Path) -> dict[str, Any]:
     """Images/s of the `mri` extractor's `features` (its training or cache load timed apart)."""
-    from bench.extractors import build_extractor  # written alongside; imported when used
-
     t0 = time.perf_counter()
     extractor = build_extractor("mri", train_images=np.asarray(ds.splits["train"].images),
                                 cache_dir=cache_dir / "extractors", device=device, seed=seed,
@@ -367,7 +372,7 @@ def run_perf(cfg: PerfConfig, *, progress: Progress | None = None) -> PerfResult
     if "peer" in cfg.sections:
         peer_module(cfg.peer)  # missing optional dependency: fail before the other sections
     path = cfg.out or cfg.results_dir / f"perf-{device_slug(device)}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)  # an unwritable place fails before the work
+    prepare_out(path.parent)  # an unwritable place fails before the work, in one line
     sizes = cfg.resolved_sizes
     ctx = _Context(cfg, get_preset(cfg.preset), device, sizes, progress or NullProgress())
     with intra_op_threads(cfg.threads):

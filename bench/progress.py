@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Iterator
-
 from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
@@ -62,11 +59,3 @@ class RichProgress:
         if self._bar is not None:
             self._bar.stop()
             self._bar = None
-
-    @contextmanager
-    def task(self, description: str, total: int | None) -> Iterator["RichProgress"]:
-        self.start(description, total)
-        try:
-            yield self
-        finally:
-            self.stop()

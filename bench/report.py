@@ -9,17 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-import matplotlib
+import numpy as np
+import torch
+from matplotlib.figure import Figure  # no pyplot: no global figure manager or backend choice
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from bench import records, tables  # noqa: E402
-from bench.errors import ArtefactError, BenchError  # noqa: E402
-from bench.store import Store, read_json, write_text_atomic  # noqa: E402
-from vqvae import CheckpointError, VQVAE, CodeExport, decode_codes, load_backbone, load_export  # noqa: E402
+from bench import records, tables
+from bench.errors import ArtefactError, BenchError
+from bench.store import Store, prepare_out, read_json, write_text_atomic
+from vqvae import CheckpointError, VQVAE, CodeExport, decode_codes, load_backbone, load_export
 
 GRID_SIDE = 6  # samples per row / column in a sample grid
 
@@ -40,9 +37,8 @@ def stored_backbone(out: Path, record: dict[str, Any]) -> tuple[VQVAE, CodeExpor
     return model, export, folders["backbone"]
 
 
-def _save(fig, path: Path) -> None:
+def _save(fig: Figure, path: Path) -> None:
     fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
 
 
 def image_grid(images: torch.Tensor, path: Path, title: str) -> None:
@@ -55,7 +51,8 @@ def image_grid(images: torch.Tensor, path: Path, title: str) -> None:
     for i in range(n):
         r, c = divmod(i, cols)
         canvas[r * (h + 2):r * (h + 2) + h, c * (w + 2):c * (w + 2) + w] = images[i, 0].numpy()
-    fig, ax = plt.subplots(figsize=(cols * 1.2, rows * 1.2 + 0.4))
+    fig = Figure(figsize=(cols * 1.2, rows * 1.2 + 0.4))
+    ax = fig.subplots()
     ax.imshow(canvas, cmap="gray", vmin=0, vmax=1)
     ax.set_title(title, fontsize=9)
     ax.axis("off")
@@ -66,7 +63,8 @@ def code_maps(real: torch.Tensor, generated: dict[str, torch.Tensor], K: int, pa
     """Rows: real test grids, then each prior's samples; colour = code index."""
     rows = [("real (test)", real)] + list(generated.items())
     cols = 4
-    fig, axes = plt.subplots(len(rows), cols, figsize=(cols * 1.3, len(rows) * 1.3), squeeze=False)
+    fig = Figure(figsize=(cols * 1.3, len(rows) * 1.3))
+    axes = fig.subplots(len(rows), cols, squeeze=False)
     for r, (name, codes) in enumerate(rows):
         for c in range(cols):
             ax = axes[r, c]
@@ -82,7 +80,8 @@ def usage_histogram(test_codes: torch.Tensor, generated: dict[str, torch.Tensor]
                     path: Path) -> None:
     test = torch.bincount(test_codes.reshape(-1), minlength=K).double()
     order = torch.argsort(test, descending=True)
-    fig, ax = plt.subplots(figsize=(7, 3))
+    fig = Figure(figsize=(7, 3))
+    ax = fig.subplots()
     ax.bar(np.arange(K), (test / test.sum())[order].numpy(), color="lightgrey", label="test codes")
     for name, codes in generated.items():
         counts = torch.bincount(codes.reshape(-1), minlength=K).double()
@@ -100,26 +99,45 @@ def codebook_projection(codebook: torch.Tensor, test_codes: torch.Tensor, path: 
     _, _, v = torch.linalg.svd(x, full_matrices=False)
     xy = (x @ v[:2].T).numpy()
     counts = torch.bincount(test_codes.reshape(-1), minlength=codebook.shape[0]).double().numpy()
-    fig, ax = plt.subplots(figsize=(4, 4))
+    fig = Figure(figsize=(4, 4))
+    ax = fig.subplots()
     ax.scatter(xy[:, 0], xy[:, 1], s=4 + 200 * counts / max(counts.max(), 1), alpha=0.6,
                c=np.where(counts > 0, "tab:blue", "tab:red"))
     ax.set_title("codebook PCA (size = test usage, red = unused)", fontsize=8)
     _save(fig, path)
 
 
+Line = tuple[str, list[float], list[float]]  # (legend label, progress steps, values)
+
+
+def curve_panels(recs: list[dict[str, Any]]) -> dict[str, list[Line]]:
+    """metric name -> one line per run that reported it while fitting. Each prior names its
+    metrics with their unit (val_bits_per_code, g_loss, ...): a name is one panel, so numbers
+    of different meaning never share axes."""
+    panels: dict[str, list[Line]] = {}
+    for r in recs:
+        for c in r.get("curves", {}).values():
+            for name, values in c.items():
+                if name != "step" and values:
+                    panels.setdefault(name, []).append(
+                        (f"{r['prior']} s{r['seed']}", c["step"], values))
+    return dict(sorted(panels.items()))
+
+
 def training_curves(backbone_meta: dict[str, Any], recs: list[dict[str, Any]], path: Path) -> None:
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3))
+    """The backbone's recon MSE per step, then one panel per metric the priors reported."""
+    panels = curve_panels(recs)
+    fig = Figure(figsize=(4.5 * (1 + len(panels)), 3))
+    backbone, *axes = fig.subplots(1, 1 + len(panels), squeeze=False)[0]
     curve = backbone_meta.get("curve", {})
     if curve.get("mse"):
-        a.plot(curve["step"], curve["mse"], lw=0.8)
-    a.set(title="backbone", xlabel="step", ylabel="recon MSE", yscale="log")
-    for r in recs:
-        for _, c in r.get("curves", {}).items():
-            if c.get("loss"):
-                b.plot(c["step"], c["loss"], marker=".", label=f"{r['prior']} s{r['seed']}")
-    b.set(title="priors (validation)", xlabel="epoch", ylabel="val loss")
-    if b.lines:
-        b.legend(fontsize=7)
+        backbone.plot(curve["step"], curve["mse"], lw=0.8)
+    backbone.set(title="backbone", xlabel="step", ylabel="recon MSE", yscale="log")
+    for ax, (name, lines) in zip(axes, panels.items()):
+        for label, steps, values in lines:
+            ax.plot(steps, values, marker=".", label=label)
+        ax.set(title=name, xlabel="fit progress step (epoch for the built-ins)", ylabel=name)
+        ax.legend(fontsize=7)
     _save(fig, path)
 
 
@@ -179,8 +197,7 @@ def write_report(out: Path, report_dir: Path | None = None,
     recs = records.collect(out, warn=warn)
     if not recs:
         raise BenchError(f"no finished runs under {out / 'runs'}; run `bench run` first")
-    report_dir = report_dir or out / "report"
-    report_dir.mkdir(parents=True, exist_ok=True)
+    report_dir = prepare_out(report_dir or out / "report")
     parts = ["# vq-prior-bench report", "",
              "Rows are priors scored on the same backbone, features and real test images; the "
              "reference row scores the backbone's reconstructions of held-out real test images, "

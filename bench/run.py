@@ -267,9 +267,10 @@ def n_scored(cfg: RunConfig, preset: Preset, ds: ImageDataset) -> int:
     n_test = len(ds.splits["test"])
     wanted = cfg.n_samples or preset.n_samples
     n = min(wanted, n_test // 2)
-    if n < 2:
-        raise BenchError(f"the test split of {cfg.dataset!r} has {n_test} images; scoring needs "
-                         f"at least 4")
+    if n < 4:
+        raise BenchError(f"scoring needs at least 4 samples against 4 real test images (k-NN "
+                         f"precision / recall); {cfg.dataset!r} has {n_test} test images and "
+                         f"{wanted} samples were asked for")
     if n < wanted:
         err_console.print(f"[yellow]note:[/] {wanted} samples asked for, {n} scored: the real "
                           f"side needs two disjoint sets of n test images (scored against, and "

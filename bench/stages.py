@@ -87,12 +87,10 @@ def stage_backbone(preset: Preset, ds: ImageDataset, seed: int,
     def build(directory: Path) -> None:
         train_cfg = dataclasses.replace(preset.train, seed=seed)
         checkpoint = sc.store.checkpoint(art)
-        with torch.random.fork_rng(devices=[sc.device] if sc.device.type == "cuda" else []):
-            torch.manual_seed(seed)  # init and dead-code restarts; restored on exit
-            model = VQVAE(preset.vqvae)
-            summary = train_vqvae(model, backbone_train_images(ds, preset, seed), train_cfg,
-                                  device=sc.device, progress=sc.progress,
-                                  **with_checkpoint(train_vqvae, checkpoint))
+        model = VQVAE(preset.vqvae, seed=seed)  # train_vqvae seeds init, order and restarts
+        summary = train_vqvae(model, backbone_train_images(ds, preset, seed), train_cfg,
+                              device=sc.device, progress=sc.progress,
+                              **with_checkpoint(train_vqvae, checkpoint))
         meta = {"data_fingerprint": ds.fingerprint, "dataset": ds.spec,
                 "image_size": preset.resolution, "train": dataclasses.asdict(train_cfg),
                 "summary": summary, "device": str(sc.device),

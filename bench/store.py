@@ -168,6 +168,19 @@ def disk_errors(what: str, folder: Path) -> Iterator[None]:
         raise
 
 
+def prepare_out(out: Path) -> Path:
+    """Create a writable output folder, or one line saying why it cannot be."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{uuid.uuid4().hex}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise BenchError(f"cannot create or write the output folder {out}: "
+                         f"{e.strerror or e}") from None
+    return out
+
+
 # --- the store --------------------------------------------------------------------------------
 
 
@@ -182,15 +195,9 @@ class Store:
 
     def prepare(self) -> "Store":
         """Create the root (one-line error if it cannot be written)."""
-        try:
-            for sub in HIDDEN:
-                (self.root / sub).mkdir(parents=True, exist_ok=True)
-            probe = self.root / ".locks" / f".write-test-{uuid.uuid4().hex}"
-            probe.write_text("")
-            probe.unlink()
-        except OSError as e:
-            raise BenchError(f"cannot create or write the output folder {self.root}: "
-                             f"{e.strerror or e}") from None
+        prepare_out(self.root)
+        for sub in HIDDEN:
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
         return self
 
     # paths

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import copy
 import math
-import time
 from abc import abstractmethod
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +23,7 @@ from priors.base import (CodeSet, Prior, PriorError, Progress, epoch_batches, ep
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class FitConfig:
     """Training fields shared by every autoregressive prior; subclass Configs add the net."""
 
     epochs: int = 10  # passes over the training grids; the best epoch on val is kept
@@ -259,7 +258,8 @@ class AutoregressivePrior(Prior):
                 if val_nats < best_nats:
                     best_nats, best_epoch = val_nats, epoch
                     best_state = copy.deepcopy(self.net.state_dict())
-                progress.advance(1, loss=val_nats, train_loss=train_nats)
+                progress.advance(1, val_bits_per_code=val_nats / math.log(2),
+                                 train_bits_per_code=train_nats / math.log(2))
         finally:
             progress.stop()
         self.net.load_state_dict(best_state)
@@ -292,16 +292,15 @@ class AutoregressivePrior(Prior):
         self.net.eval()
         codes = torch.zeros(n, *self.grid, dtype=torch.int64, device=self.device)
         stepper = self.net.stepper(n, labels) if use_cache else NaiveStepper(self.net, codes, labels)
-        return self._sample_loop(stepper, codes, generator, self.grid[0] * self.grid[1])
+        return self._sample_loop(stepper, codes, generator)
 
-    def _sample_loop(self, stepper: Stepper, codes: Tensor, generator: torch.Generator,
-                     n_positions: int) -> Tensor:
-        """Raster order over the first `n_positions` (all but in perf's naive timing). The
-        Gumbel noise of a row is drawn at once: the same draws as one call per position."""
+    def _sample_loop(self, stepper: Stepper, codes: Tensor, generator: torch.Generator) -> Tensor:
+        """Raster order over the grid, into `codes`. The Gumbel noise of a row is drawn at once:
+        the same draws as one call per position."""
         n, (h, w) = codes.shape[0], self.grid
         drawn = codes.new_zeros(h * w, n)  # raster position -> the n codes drawn there
         out = drawn.unbind(0)
-        for p in range(n_positions):
+        for p in range(h * w):
             i, j = divmod(p, w)
             if j == 0:
                 noise = gumbel_noise((w, n, self.num_codes), generator, codes.device).unbind(0)
@@ -333,7 +332,7 @@ class AutoregressivePrior(Prior):
         self.net.eval()
 
 
-def lr_lambda(cfg: TrainConfig, total_steps: int):
+def lr_lambda(cfg: FitConfig, total_steps: int):
     warmup = max(1, round(cfg.warmup_frac * total_steps))
 
     def factor(step: int) -> float:
@@ -344,56 +343,3 @@ def lr_lambda(cfg: TrainConfig, total_steps: int):
 
     return factor
 
-
-def timed(fn: Callable[[], Any], device: torch.device) -> tuple[float, Any]:
-    """(wall seconds, result) of fn(), the device synchronised on both sides."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    t0 = time.perf_counter()
-    out = fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - t0, out
-
-
-@torch.no_grad()
-def forward_seconds(prior: AutoregressivePrior, codes: Tensor, labels: Tensor | None = None,
-                    repeats: int = 3) -> float:
-    """Fastest of `repeats` teacher-forced forwards of `codes`, after one untimed warm-up."""
-    prior.logits(codes, labels)
-    return min(timed(lambda: prior.logits(codes, labels), prior.device)[0]
-               for _ in range(max(1, repeats)))
-
-
-def sampling_speed(prior: AutoregressivePrior, n: int = 1, *, seed: int = 0,
-                   labels: Tensor | None = None,
-                   naive_positions: int | None = None, repeats: int = 1,
-                   repeat_budget_s: float = math.inf) -> dict[str, float]:
-    """Cached vs naive sampling of n grids on the prior's grid and device (wall clock).
-
-    The naive path costs one full forward per position, so it may be timed on the first
-    `naive_positions` positions only and scaled to the grid (`naive_extrapolated` = 1).
-    `cost_forward_equivalents`: cached sampling time / one teacher-forced forward of n grids.
-    Cached sampling keeps its fastest of up to `repeats` runs (no new run starts once the runs
-    so far took `repeat_budget_s`), the forward its fastest of 3.
-    """
-    n_pos = prior.grid[0] * prior.grid[1]
-    m = n_pos if naive_positions is None else max(1, min(n_pos, naive_positions))
-    gen = lambda: torch.Generator(prior.device).manual_seed(seed)  # noqa: E731
-    labels = prior.check_labels(labels, n)
-    runs: list[tuple[float, Tensor]] = []
-    while not runs or (len(runs) < repeats and sum(r[0] for r in runs) < repeat_budget_s):
-        runs.append(timed(lambda: prior.sample(n, generator=gen(), labels=labels), prior.device))
-    cached_s, cached = min(runs, key=lambda r: r[0])
-    with torch.no_grad():
-        codes = torch.zeros_like(cached)
-        naive_s, naive = timed(lambda: prior._sample_loop(
-            NaiveStepper(prior.net, codes, labels), codes, gen(), m), prior.device)
-    forward_s = forward_seconds(prior, cached, labels)
-    naive_s *= n_pos / m
-    same = torch.equal(cached.flatten(1)[:, :m], naive.flatten(1)[:, :m])
-    return {"n": float(n), "h": float(prior.grid[0]), "w": float(prior.grid[1]),
-            "cached_s": cached_s, "naive_s": naive_s, "speedup": naive_s / cached_s,
-            "forward_s": forward_s, "cost_forward_equivalents": cached_s / forward_s,
-            "naive_extrapolated": float(m < n_pos), "identical": float(same),
-            "cached_runs": float(len(runs))}

@@ -242,18 +242,6 @@ def check_preset(preset: str) -> None:
         raise PriorError(f"unknown preset {preset!r}; available: {', '.join(PRESETS)}")
 
 
-def config_from_dict(cls: type, values: dict[str, Any]) -> Any:
-    """Rebuild a frozen config dataclass from JSON, refusing unknown fields."""
-    fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - fields)
-    if unknown:
-        raise PriorError(
-            f"unknown {cls.__name__} field(s) {unknown}; valid: {', '.join(sorted(fields))}"
-        )
-    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
-    return cls(**kwargs)
-
-
 # ---------------------------------------------------------------------------------------------
 # Registry. Built-ins register on import of `priors`; outside packages through entry points.
 

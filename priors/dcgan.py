@@ -154,7 +154,7 @@ class DCGANPrior(Prior):
                                      None if labels is None else labels[idx])
                           for idx in batches]
                 d_loss, g_loss = (sum(x) / len(losses) for x in zip(*losses))
-                progress.advance(1, loss=g_loss, d_loss=d_loss)
+                progress.advance(1, g_loss=g_loss, d_loss=d_loss)  # epoch means, nats
         finally:
             progress.stop()
             self.gen.eval()

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from priors.autoregressive import (AutoregressivePrior, CausalConv2d, TrainConfig, pointwise,
+from priors.autoregressive import (AutoregressivePrior, CausalConv2d, FitConfig, pointwise,
                                    transposed)
 from priors.base import check_preset, register_prior, require, require_positive
 
@@ -169,7 +169,7 @@ class GatedPixelCNNPrior(AutoregressivePrior):
     conditional = True
 
     @dataclass(frozen=True)
-    class Config(TrainConfig):
+    class Config(FitConfig):
         embed_dim: int = 32  # code embedding width; 16 costs ~0.03 bits/code at quick
         channels: int = 28  # width of both stacks (gates compute 2x this)
         n_layers: int = 7  # gated layers; receptive field grows k//2 per layer

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from priors.autoregressive import (AutoregressivePrior, CausalConv2d, TrainConfig, pointwise,
+from priors.autoregressive import (AutoregressivePrior, CausalConv2d, FitConfig, pointwise,
                                    transposed)
 from priors.base import check_preset, register_prior, require, require_positive
 
@@ -97,7 +97,7 @@ class PixelCNNStepper:
 @register_prior("pixelcnn")
 class PixelCNNPrior(AutoregressivePrior):
     @dataclass(frozen=True)
-    class Config(TrainConfig):
+    class Config(FitConfig):
         embed_dim: int = 32  # code embedding width fed to the first conv
         channels: int = 64  # residual stream width (2h in the paper); blocks run at half
         n_blocks: int = 6  # residual blocks of masked 3x3 convs after the 7x7 type-A conv

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from priors.autoregressive import AutoregressivePrior, TrainConfig, transposed
+from priors.autoregressive import AutoregressivePrior, FitConfig, transposed
 from priors.base import check_preset, register_prior, require, require_positive
 
 
@@ -141,7 +141,7 @@ class TransformerPrior(AutoregressivePrior):
     conditional = True
 
     @dataclass(frozen=True)
-    class Config(TrainConfig):
+    class Config(FitConfig):
         dim: int = 64  # model width D (embeddings, residual stream)
         n_layers: int = 4  # transformer blocks
         n_heads: int = 4  # attention heads; must divide dim

@@ -48,7 +48,7 @@ class UnigramPrior(Prior):
         if len(val):
             nats = -self.log_prob(val.codes, val.labels).sum() / val.codes.numel()
             result["val_bits_per_code"] = float(nats) / float(torch.log(torch.tensor(2.0)))
-        progress.advance(1, **({"loss": result["val_bits_per_code"]} if result else {}))
+        progress.advance(1, **result)
         progress.stop()
         return result
 

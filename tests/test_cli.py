@@ -102,8 +102,13 @@ def test_unknown_preset(tmp_path):
                       "unknown preset 'huge'", "tiny, quick, full")
 
 
-def test_bad_seeds(tmp_path):
-    assert_user_error(bench("run", "--seeds", "0,x", "--out", str(tmp_path)), "--seeds")
+@pytest.mark.parametrize("args, message", [
+    (("--seeds", "0,x"), "--seeds must be comma-separated integers"),
+    (("--seeds", "1,1"), "--seeds must list distinct integers"),
+    (("--seeds", "0,-2"), "seeds must be >= 0, got -2"),
+    (("--seed", "-1"), "seeds must be >= 0, got -1")])
+def test_bad_seeds(tmp_path, args, message):
+    assert_user_error(bench("run", *args, "--out", str(tmp_path)), message)
 
 
 def test_unwritable_output_folder(tmp_path):

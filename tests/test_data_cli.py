@@ -28,12 +28,12 @@ def test_inspect_reports_counts_subjects_and_writes_a_montage(tmp_path):
     assert Image.open(montage).size == (8 * 34 - 2, 3 * 34 - 2)
 
 
-def test_inspect_default_montage_lands_in_the_cache_entry(tmp_path):
+def test_inspect_default_montage_lands_beside_the_cache(tmp_path):
     root = make_adni(tmp_path / "d")
     result = runner.invoke(data_app, ["inspect", f"adni:{root}", "--resolution", "32",
                                       "--cache-dir", str(tmp_path / "c")])
     assert result.exit_code == 0, result.output
-    assert len(list((tmp_path / "c").glob("*/montage.png"))) == 1
+    assert len(list((tmp_path / "c" / "montages").glob("adni-*.png"))) == 1
 
 
 def test_inspect_user_errors_are_one_line_with_exit_code_2(tmp_path):
@@ -52,14 +52,3 @@ def test_intensity_stats_known_values():
     mean, std, percentiles = intensity_stats(images)
     assert mean == 100.0 and std == 100.0
     assert percentiles == {1: 0, 5: 0, 50: 0, 95: 200, 99: 200}
-
-
-def test_measure_loading_reports_cold_and_warm_and_leaves_no_cache(tmp_path):
-    from bench.data import DataConfig
-    from bench.data.benchmark import measure_loading
-
-    root = make_adni(tmp_path / "d")
-    result = measure_loading(f"adni:{root}", DataConfig(resolution=32), tmp_path / "c")
-    assert result["n_images"] == 24 and result["kind"] == "adni"
-    assert result["cold_s"] > 0 and result["warm_s"] > 0 and result["warm_images_per_s"] > 0
-    assert list((tmp_path / "c").iterdir()) == []

@@ -51,7 +51,7 @@ def test_every_kind_splits_by_subject_and_caches(layout, tmp_path, monkeypatch):
 
 def test_adni_counts_labels_and_val_per_label(tmp_path):
     ds = load(f"adni:{make_adni(tmp_path / 'd', train=5, test=2)}", tmp_path, val_fraction=0.2)
-    assert ds.label_names == ("AD", "NC") and ds.num_classes == 2
+    assert ds.label_names == ("AD", "NC")
     assert [len(ds.splits[k]) for k in ("train", "val", "test")] == [16, 4, 8]
     assert sorted(ds.splits["val"].labels.tolist()) == [0, 0, 1, 1]  # one subject per label
     assert len(set(ds.splits["test"].subjects)) == 4

@@ -12,6 +12,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from bench import perf
 from bench.cli_perf import perf_app
 from bench.errors import BenchError
 from bench.perf import (PerfConfig, autoregressive_priors, device_slug,
@@ -144,7 +145,15 @@ def test_train_step_flops_of_a_linear_layer():
 def test_matmul_peak_is_positive():
     peak = matmul_peak(torch.device("cpu"), n=32, seconds=0.0)
     assert peak["calls"] >= 3 and positive(peak["best_flops_per_s"])
-    assert peak["best_flops_per_s"] >= peak["median_flops_per_s"]
+
+
+def test_matmul_peak_rates_from_known_times(monkeypatch):
+    times = iter([9.0, 1.0, 0.5, 2.0])  # the warm-up call, then three timed calls
+    monkeypatch.setattr(perf, "timed", lambda fn, device: (next(times), None))
+    peak = matmul_peak(torch.device("cpu"), n=4, seconds=0.0)
+    flops = 2 * 4**3
+    assert peak["calls"] == 3.0
+    assert peak["best_flops_per_s"] == flops / 0.5 and peak["median_flops_per_s"] == flops / 1.0
 
 
 def test_threads_are_restored():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import pytest
 import torch
@@ -134,10 +133,6 @@ def test_codes_are_validated():
 
 
 def test_registering_a_second_class_under_a_taken_name_raises():
-    @dataclass(frozen=True)
-    class Config:
-        pass
-
     class Impostor(get_prior("uniform")):
         pass
 

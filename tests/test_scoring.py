@@ -28,7 +28,8 @@ def context(n_real, labels):
 
 def samples(n, labels):
     x = torch.from_numpy(images(n, 2)).unsqueeze(1).float() / 255
-    return SampleSet(x, torch.randint(0, 8, (n, 4, 4)), labels)
+    codes = torch.randint(0, 8, (n, 4, 4), generator=torch.Generator().manual_seed(3))
+    return SampleSet(x, codes, labels)
 
 
 def test_per_class_scores_for_labelled_samples():

@@ -29,7 +29,8 @@ def test_missing_likelihood_stays_empty_never_zero():
     recs = [record("dcgan", 0, {"bits_per_code": None, "fd": 1.0})]
     [(meta, table)] = tables.comparison(recs)
     assert tables.as_text_frame(meta, table).loc[0, "bits/code"] == ""
-    assert math.isnan(tables.to_flat([(meta, table)]).loc[0, "bits_per_code"] or math.nan)
+    flat = tables.to_flat([(meta, table)]).loc[0, "bits_per_code"]
+    assert flat is None or math.isnan(flat), flat  # empty, never 0.0
 
 
 def test_per_class_scores_get_their_own_columns(tmp_path):

@@ -1,5 +1,7 @@
 """Backbone: shapes and ranges at the boundary, quantizer agreement, save/load/export refusals."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -58,17 +60,23 @@ def test_config_validation(field, value, match):
 
 @pytest.mark.parametrize("field,value,match", [
     ("epochs", 0, "epochs must be >= 1"), ("batch_size", 0, "batch_size must be >= 1"),
-    ("lr", 0.0, "lr must be > 0")])
+    ("lr", 0.0, "lr must be > 0"), ("final_lr_frac", 0.0, r"final_lr_frac must be in \(0, 1\]"),
+    ("final_lr_frac", 1.5, r"final_lr_frac must be in \(0, 1\]")])
 def test_train_config_validation(field, value, match):
     with pytest.raises(ValueError, match=match):
         TrainConfig(**{field: value})
 
 
-def test_training_reduces_reconstruction_error():
+def discs(n: int) -> np.ndarray:
+    """(n, 32, 32) uint8 white discs of random centre and radius (seeded)."""
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[:32, :32]
-    images = np.stack([(255 * (((xx - cx) ** 2 + (yy - cy) ** 2) < r * r)).astype(np.uint8)
-                       for cx, cy, r in rng.uniform([10, 10, 5], [22, 22, 12], (64, 3))])
+    return np.stack([(255 * (((xx - cx) ** 2 + (yy - cy) ** 2) < r * r)).astype(np.uint8)
+                     for cx, cy, r in rng.uniform([10, 10, 5], [22, 22, 12], (n, 3))])
+
+
+def test_training_reduces_reconstruction_error():
+    images = discs(64)
     torch.manual_seed(0)
     m = VQVAE(SMALL)
     x = torch.from_numpy(images).unsqueeze(1).float() / 255
@@ -80,6 +88,49 @@ def test_training_reduces_reconstruction_error():
         after = float(((m.eval()(x)[0] - x) ** 2).mean())
     assert after < 0.3 * before
     assert summary["steps"] == 120
+
+
+@pytest.mark.parametrize("final_lr_frac", [0.002, 0.05])
+def test_the_last_step_runs_at_lr_times_final_lr_frac(final_lr_frac):
+    cfg = TrainConfig(epochs=2, batch_size=8, lr=1e-3, final_lr_frac=final_lr_frac)
+    summary = train_vqvae(VQVAE(SMALL), discs(24), cfg, device=torch.device("cpu"),
+                          progress=NullProgress())
+    assert summary["steps"] == 6
+    assert summary["final_lr"] == pytest.approx(1e-3 * final_lr_frac, rel=1e-9)
+
+
+def test_train_seed_draws_init_batch_order_and_restarts_without_the_global_rng():
+    cfg = TrainConfig(epochs=2, batch_size=8, seed=3)
+    images = discs(24)
+
+    def trained(build_seed: int, global_seed: int, cfg: TrainConfig) -> dict:
+        model = VQVAE(SMALL, seed=build_seed)
+        torch.manual_seed(global_seed)
+        train_vqvae(model, images, cfg, device=torch.device("cpu"), progress=NullProgress())
+        return model.state_dict()
+
+    first = trained(1, 10, cfg)
+    for k, v in trained(2, 20, cfg).items():  # another init and global RNG: same net
+        assert torch.equal(v, first[k]), k
+    other = trained(1, 10, TrainConfig(epochs=2, batch_size=8, seed=4))
+    assert not torch.equal(other["quantizer.codebook"], first["quantizer.codebook"])
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    trained(1, 0, cfg)
+    assert torch.equal(torch.rand(3), expected)  # the global RNG was not drawn from
+
+
+def test_a_fresh_backbone_is_drawn_from_its_seed_alone():
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    a, b = VQVAE(SMALL, seed=7), VQVAE(SMALL)
+    assert torch.equal(torch.rand(3), expected)  # construction leaves the global RNG alone
+    b.reset_parameters(7)
+    for k, v in a.state_dict().items():
+        assert torch.equal(v, b.state_dict()[k]), k
+    assert not torch.equal(VQVAE(SMALL).quantizer.codebook, a.quantizer.codebook)
 
 
 def test_save_load_round_trip_keeps_hash_and_outputs(model, tmp_path):
@@ -100,7 +151,7 @@ def test_truncated_checkpoint_is_refused(model, tmp_path):
 
 def test_tampered_weights_fail_the_hash_check(model, tmp_path):
     save_backbone(model, tmp_path / "bb", {})
-    other = VQVAE(SMALL)
+    other = VQVAE(SMALL, seed=1)
     from vqvae.io import save_tensors
     save_tensors(tmp_path / "bb" / "model.safetensors", other.state_dict())
     with pytest.raises(CheckpointError, match="fails its hash check"):
@@ -138,8 +189,7 @@ def test_export_round_trip(model, tmp_path):
 
 def test_export_of_another_backbone_is_refused(model, tmp_path):
     _export(model, tmp_path)
-    torch.manual_seed(1)
-    other = backbone_hash(VQVAE(SMALL))
+    other = backbone_hash(VQVAE(SMALL, seed=1))
     with pytest.raises(CheckpointError, match="was made by backbone .* re-export"):
         load_export(tmp_path / "ex", backbone=other)
 
@@ -170,12 +220,34 @@ def test_dead_codes_are_reseeded_from_encoder_outputs():
     """Codes that attract (almost) no assignments are moved onto encoder outputs, so the
     codebook does not collapse onto a few codes (it did: 18 of 64 used before this rule)."""
     q = VQVAE(SMALL).quantizer.train()
-    z_e = torch.randn(4, SMALL.code_dim, 4, 4) + 5.0  # far from the initial codebook
+    g = torch.Generator().manual_seed(0)
+    z_e = torch.randn(4, SMALL.code_dim, 4, 4, generator=g) + 5.0  # far from the initial codebook
     q.codebook.data.zero_()
-    q(z_e)
+    q(z_e, g)
     flat = z_e.permute(0, 2, 3, 1).reshape(-1, SMALL.code_dim)
     # every code now sits on (the EMA of) a real encoder output, not at the origin
     assert float(q.codebook.norm(dim=1).min()) > 5.0
     used = q.indices(z_e).unique().numel()
     assert used > SMALL.num_codes // 2, used
     assert torch.cdist(q.codebook, flat).min(1).values.max() < 5.0
+
+
+@pytest.mark.parametrize("restart_dead", [True, False])
+def test_a_learnt_codebook_restarts_dead_codes_only_if_asked(restart_dead):
+    """Without EMA the codebook learns from its loss; restarts move unused codes exactly onto
+    encoder outputs of the batch, drawn from the generator."""
+    cfg = dataclasses.replace(SMALL, ema=False, restart_dead=restart_dead)
+    q = VQVAE(cfg).quantizer.train()
+    z_e = torch.randn(4, SMALL.code_dim, 4, 4, generator=torch.Generator().manual_seed(0)) + 5.0
+    flat = z_e.permute(0, 2, 3, 1).reshape(-1, SMALL.code_dim)
+    before = q.codebook.detach().clone()
+    _, loss, _ = q(z_e, torch.Generator().manual_seed(1))
+    loss.backward()
+    assert q.codebook.grad is not None and q.codebook.grad.abs().sum() > 0  # codebook loss
+    if not restart_dead:
+        assert torch.equal(q.codebook.detach(), before)
+        return
+    # all dead at the first update (64 assignments x (1 - decay) < DEAD_BELOW): every code
+    # is now a copy of an encoder output
+    on_outputs = (q.codebook.detach()[:, None] == flat[None]).all(-1).any(-1)  # (K,)
+    assert bool(on_outputs.all())

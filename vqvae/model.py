@@ -8,7 +8,9 @@ Decoder: mirror image with transposed convs; a sigmoid keeps images in [0, 1].
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +32,7 @@ class VQVAEConfig:
     beta: float = 0.25  # commitment loss weight (van den Oord et al. 2017)
     ema: bool = True  # EMA codebook updates instead of a codebook loss
     ema_decay: float = 0.99  # EMA decay of cluster sizes and sums
-    restart_dead: bool = True  # re-seed codes unused in a batch window from encoder outputs
+    restart_dead: bool = True  # re-seed rarely used codes from encoder outputs (EMA or learnt)
 
     def __post_init__(self) -> None:
         if self.downsample not in (4, 8):
@@ -105,7 +107,9 @@ class Quantizer(nn.Module):
 
     With `ema`, the codebook follows exponential moving averages of the encoder outputs
     assigned to each code (van den Oord et al. 2017, appendix); otherwise it learns from the
-    codebook loss. Unused codes are re-seeded from random encoder outputs if `restart_dead`.
+    codebook loss. Either way, with `restart_dead`, codes whose EMA usage falls below
+    DEAD_BELOW are re-seeded from random encoder outputs of the batch, drawn from the
+    `generator` given to `forward` (torch's global RNG when it is None).
     """
 
     def __init__(self, cfg: VQVAEConfig) -> None:
@@ -113,11 +117,17 @@ class Quantizer(nn.Module):
         self.K, self.D = cfg.num_codes, cfg.code_dim
         self.beta, self.ema, self.decay = cfg.beta, cfg.ema, cfg.ema_decay
         self.restart_dead = cfg.restart_dead
-        self.codebook = nn.Parameter(torch.empty(self.K, self.D).uniform_(-1 / self.K, 1 / self.K),
-                                     requires_grad=not cfg.ema)
-        self.register_buffer("ema_size", torch.zeros(self.K))
-        self.register_buffer("ema_sum", self.codebook.detach().clone())
-        self.updates = 0  # EMA updates so far (not saved: only paces dead-code restarts)
+        self.codebook = nn.Parameter(torch.empty(self.K, self.D), requires_grad=not cfg.ema)
+        self.register_buffer("ema_size", torch.zeros(self.K))  # EMA assignments per code
+        self.register_buffer("ema_sum", torch.zeros(self.K, self.D))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Codebook uniform in +-1/K (from torch's global RNG, like every torch layer)."""
+        self.codebook.data.uniform_(-1 / self.K, 1 / self.K)
+        self.ema_size.zero_()
+        self.ema_sum.copy_(self.codebook.detach())
+        self.updates = 0  # training updates so far (not saved: only paces dead-code restarts)
 
     def indices(self, z_e: Tensor) -> Tensor:
         """(B, D, h, w) -> (B, h, w) int64 nearest-code indices (computed in fp32)."""
@@ -132,60 +142,87 @@ class Quantizer(nn.Module):
         """(B, h, w) int64 -> (B, D, h, w) codebook vectors."""
         return F.embedding(codes, self.codebook).permute(0, 3, 1, 2)
 
-    def forward(self, z_e: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Returns z_q with straight-through gradient, the VQ loss and the indices.
+    def forward(self, z_e: Tensor,
+                generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """Returns z_q with straight-through gradient, the VQ loss and the indices. In training
+        mode it also updates the usage statistics (and the EMA codebook), restarting dead codes.
 
         Always fp32, also under bf16 autocast: code assignment must not depend on the
         training precision, or training and export would pick different codes."""
         with torch.autocast(z_e.device.type, enabled=False):
-            return self._forward(z_e.float())
+            return self._forward(z_e.float(), generator)
 
-    def _forward(self, z_e: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def _forward(self, z_e: Tensor,
+                 generator: torch.Generator | None) -> tuple[Tensor, Tensor, Tensor]:
         codes = self.indices(z_e)
         z_q = self.embed(codes)
-        commit = F.mse_loss(z_e, z_q.detach())
-        if self.training and self.ema:
-            self._ema_update(z_e.detach(), codes)
-            loss = self.beta * commit
-        else:
-            loss = F.mse_loss(z_q, z_e.detach()) * (0.0 if self.ema else 1.0) + self.beta * commit
+        loss = self.beta * F.mse_loss(z_e, z_q.detach())  # commitment
+        if not self.ema:
+            loss = loss + F.mse_loss(z_q, z_e.detach())  # codebook loss
+        if self.training:
+            self._update(z_e.detach(), codes, generator)
         z_q = z_e + (z_q - z_e).detach()
         return z_q, loss, codes
 
     @torch.no_grad()
-    def _ema_update(self, z_e: Tensor, codes: Tensor) -> None:
+    def _update(self, z_e: Tensor, codes: Tensor, generator: torch.Generator | None) -> None:
         flat = z_e.permute(0, 2, 3, 1).reshape(-1, self.D)  # (M, D)
         onehot = F.one_hot(codes.reshape(-1), self.K).type_as(flat)  # (M, K)
-        counts = onehot.sum(0)
-        self.ema_size.mul_(self.decay).add_(counts, alpha=1 - self.decay)
-        self.ema_sum.mul_(self.decay).add_(onehot.t() @ flat, alpha=1 - self.decay)
-        n = self.ema_size.sum()
-        size = (self.ema_size + 1e-5) / (n + self.K * 1e-5) * n  # Laplace smoothing
-        self.codebook.data.copy_(self.ema_sum / size.unsqueeze(1))
+        self.ema_size.mul_(self.decay).add_(onehot.sum(0), alpha=1 - self.decay)
+        if self.ema:
+            self.ema_sum.mul_(self.decay).add_(onehot.t() @ flat, alpha=1 - self.decay)
+            n = self.ema_size.sum()
+            size = (self.ema_size + 1e-5) / (n + self.K * 1e-5) * n  # Laplace smoothing
+            self.codebook.data.copy_(self.ema_sum / size.unsqueeze(1))
         self.updates += 1
         if self.restart_dead and self.updates % RESTART_EVERY == 1:
-            # dead: fewer than DEAD_BELOW assignments per update on EMA average; re-seed from
-            # random encoder outputs of this batch (at the first update this is a data init)
-            dead = self.ema_size < DEAD_BELOW
-            n_dead = int(dead.sum())
-            if n_dead:
-                pick = torch.randint(0, flat.shape[0], (n_dead,), device=flat.device)
-                self.codebook.data[dead] = flat[pick]
-                self.ema_sum[dead] = flat[pick] * DEAD_BELOW
-                self.ema_size[dead] = DEAD_BELOW
+            self._restart_dead(flat, generator)
+
+    def _restart_dead(self, flat: Tensor, generator: torch.Generator | None) -> None:
+        """Dead: fewer than DEAD_BELOW assignments per update on EMA average. Re-seeded from
+        random rows of `flat` (M, D), this batch's encoder outputs (at the first update this is
+        a data init). Indices are drawn on the CPU: the same picks on every device."""
+        dead = self.ema_size < DEAD_BELOW
+        n_dead = int(dead.sum())
+        if n_dead:
+            pick = torch.randint(0, flat.shape[0], (n_dead,), generator=generator).to(flat.device)
+            self.codebook.data[dead] = flat[pick]
+            self.ema_sum[dead] = flat[pick] * DEAD_BELOW
+            self.ema_size[dead] = DEAD_BELOW
+
+
+@contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    """torch's global CPU RNG seeded inside, restored on exit (weights are drawn on the CPU)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
 
 
 class VQVAE(nn.Module):
-    def __init__(self, cfg: VQVAEConfig) -> None:
+    """The backbone. Its weights are drawn from `seed` (torch's global RNG is left as it was),
+    so a fresh instance is the same net every time; `reset_parameters(seed)` redraws them."""
+
+    def __init__(self, cfg: VQVAEConfig, *, seed: int = 0) -> None:
         super().__init__()
         self.cfg = cfg
-        self.encoder = Encoder(cfg)
-        self.quantizer = Quantizer(cfg)
-        self.decoder = Decoder(cfg)
+        with _seeded(seed):
+            self.encoder = Encoder(cfg)
+            self.quantizer = Quantizer(cfg)
+            self.decoder = Decoder(cfg)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """(B, 1, H, W) in [0, 1] -> reconstruction, VQ loss, codes (B, h, w)."""
-        z_q, vq_loss, codes = self.quantizer(self.encoder(x))
+    def reset_parameters(self, seed: int) -> None:
+        """Redraw every weight from `seed`: the same weights as `VQVAE(cfg, seed=seed)`."""
+        with _seeded(seed):
+            for module in self.modules():  # construction order: the same draws as __init__
+                if module is not self and hasattr(module, "reset_parameters"):
+                    module.reset_parameters()
+
+    def forward(self, x: Tensor,
+                generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """(B, 1, H, W) in [0, 1] -> reconstruction, VQ loss, codes (B, h, w). `generator`
+        draws the quantizer's dead-code restarts in training mode (None: torch's global RNG)."""
+        z_q, vq_loss, codes = self.quantizer(self.encoder(x), generator)
         return self.decoder(z_q), vq_loss, codes
 
     def grid(self, image_size: int) -> tuple[int, int]:

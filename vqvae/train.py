@@ -24,9 +24,10 @@ class Progress(Protocol):
 class TrainConfig:
     epochs: int = 12  # passes over the training split
     batch_size: int = 32  # images per step
-    lr: float = 2e-3  # Adam peak learning rate, cosine-decayed to 5% over training
+    lr: float = 2e-3  # AdamW peak learning rate (one-cycle: warm-up over the first 5% of steps)
+    final_lr_frac: float = 0.002  # the last step's lr = lr * final_lr_frac (cosine decay to it)
     weight_decay: float = 0.0  # AdamW weight decay
-    seed: int = 0  # init, shuffling, dead-code restarts
+    seed: int = 0  # weight init, batch order and dead-code restarts
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -35,6 +36,8 @@ class TrainConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not 0 < self.final_lr_frac <= 1:
+            raise ValueError(f"final_lr_frac must be in (0, 1], got {self.final_lr_frac}")
 
 
 def to_float(images: np.ndarray, device: torch.device) -> Tensor:
@@ -53,10 +56,13 @@ def train_autocast(device: torch.device):
 
 def train_vqvae(model: VQVAE, images: np.ndarray, cfg: TrainConfig, *, device: torch.device,
                 progress: Progress) -> dict[str, float]:
-    """Train in place on (N, H, W) uint8 images. Returns summary numbers."""
+    """Train `model` from scratch, in place, on (N, H, W) uint8 images: its weights are redrawn
+    from cfg.seed, which also draws the batch order and the dead-code restarts (torch's global
+    RNG is not used). Returns summary numbers."""
     if images.ndim != 3 or images.dtype != np.uint8:
         raise ValueError(f"images must be (N, H, W) uint8, got {images.shape} {images.dtype}")
-    gen = torch.Generator().manual_seed(cfg.seed)
+    model.reset_parameters(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)  # batch order, then restarts as they come
     model.to(device).train()
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
@@ -65,10 +71,9 @@ def train_vqvae(model: VQVAE, images: np.ndarray, cfg: TrainConfig, *, device: t
     n = images.shape[0]
     steps_per_epoch = max(1, n // cfg.batch_size)
     total = cfg.epochs * steps_per_epoch
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total,
-                                                pct_start=0.05, final_div_factor=20)
+    sched = one_cycle(opt, cfg, total)
     progress.start("backbone", total)
-    t0, seen, recon = time.perf_counter(), 0, float("nan")
+    t0, seen, recon, last_lr = time.perf_counter(), 0, float("nan"), cfg.lr
     try:
         for _ in range(cfg.epochs):
             order = torch.randperm(n, generator=gen).numpy()
@@ -78,12 +83,13 @@ def train_vqvae(model: VQVAE, images: np.ndarray, cfg: TrainConfig, *, device: t
                 if device.type == "cuda":
                     x = x.contiguous(memory_format=torch.channels_last)
                 with train_autocast(device):
-                    x_hat, vq_loss, _ = model(x)
+                    x_hat, vq_loss, _ = model(x, gen)
                     rec = F.mse_loss(x_hat.float(), x)
                     loss = rec + vq_loss
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                last_lr = sched.get_last_lr()[0]  # the lr this step used
                 sched.step()
                 seen += len(idx)
                 recon = float(rec.detach())
@@ -93,7 +99,18 @@ def train_vqvae(model: VQVAE, images: np.ndarray, cfg: TrainConfig, *, device: t
     wall_s = time.perf_counter() - t0
     model.eval()
     return {"train_wall_s": wall_s, "train_images_per_s": seen / wall_s, "final_mse": recon,
-            "steps": float(total)}
+            "steps": float(total), "final_lr": last_lr}
+
+
+def one_cycle(opt: torch.optim.Optimizer, cfg: TrainConfig,
+              total_steps: int) -> torch.optim.lr_scheduler.OneCycleLR:
+    """lr: warm-up from lr/25 over the first 5% of steps, cosine decay to lr * final_lr_frac at
+    the last step (OneCycleLR ends at its initial lr / final_div_factor). AdamW's beta1 moves
+    the other way, 0.95 -> 0.85 -> 0.95 (OneCycleLR's momentum cycle)."""
+    div = 25.0
+    return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total_steps,
+                                               pct_start=0.05, div_factor=div,
+                                               final_div_factor=1 / (div * cfg.final_lr_frac))
 
 
 @torch.no_grad()

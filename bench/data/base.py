@@ -55,7 +55,3 @@ class ImageDataset:
     splits: dict[str, Split]
     label_names: tuple[str, ...] = ()  # () when unlabelled
     notes: tuple[str, ...] = field(default=())  # said once: conversions, skipped files
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.label_names)

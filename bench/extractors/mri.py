@@ -23,8 +23,8 @@ from torch import Tensor, nn
 from bench.errors import ArtefactError, BenchError
 from bench.extractors.augment import two_views
 from bench.extractors.base import FeatureExtractor
-from bench.store import Artefact, Store
-from bench.store import load_tensors, read_json, save_tensors, write_json_atomic
+from bench.store import Artefact, Store, load_tensors, read_json, save_tensors, write_json_atomic
+from priors.base import seeded
 from vqvae.io import tensors_hash
 
 PRESETS = ("tiny", "quick", "full")
@@ -102,8 +102,7 @@ def nt_xent(z: Tensor, temperature: float) -> Tensor:
 def train_encoder(images: np.ndarray, cfg: MriConfig, *, seed: int, device: torch.device,
                   progress=None) -> tuple[Encoder, dict[str, float]]:
     """Train an encoder on uint8 images (N, H, W); returns it frozen (eval) with stats."""
-    with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's RNG
-        torch.manual_seed(seed)
+    with seeded(seed, torch.device("cpu")):  # init on the CPU; the caller's RNG untouched
         model = Encoder(cfg).to(device)
     g = torch.Generator(device=device).manual_seed(seed)
     g_idx = torch.Generator().manual_seed(seed + 1)

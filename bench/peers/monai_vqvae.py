@@ -13,10 +13,12 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+import torch
 from torch import nn
 
 from bench.errors import BenchError
-from bench.peers.race import Contender, seeded
+from bench.peers.race import Contender
+from priors.base import seeded
 from vqvae import VQVAE, VQVAEConfig
 
 INSTALL = "pip install 'vq-prior-bench[monai]'"
@@ -93,7 +95,8 @@ def matched_config(cfg: VQVAEConfig, *, tolerance: float = 0.2) -> MonaiConfig:
 def build(cfg: VQVAEConfig, *, seed: int) -> Contender:
     monai = require()
     mcfg = matched_config(cfg)
-    model = seeded(seed, mcfg.build)
+    with seeded(seed, torch.device("cpu")):  # built on the CPU, moved by the race
+        model = mcfg.build()
     return Contender("monai", model, model,  # MONAI's forward: x -> (reconstruction, vq loss)
                      {"module": "monai.networks.nets.VQVAE", "monai": monai.__version__,
                       **asdict(mcfg)})

@@ -35,16 +35,10 @@ class Contender:
     description: dict[str, Any]  # architecture, as reported
 
 
-def seeded(seed: int, build: Callable[[], nn.Module]) -> nn.Module:
-    """build() with torch's global RNG seeded inside, and restored afterwards."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return build()
-
-
 def ours(cfg: VQVAEConfig, *, seed: int) -> Contender:
-    model = seeded(seed, lambda: VQVAE(cfg))
-    return Contender("ours", model, lambda x: model(x)[:2],
+    model = VQVAE(cfg, seed=seed)
+    restarts = torch.Generator().manual_seed(seed)  # dead-code restarts, as in train_vqvae
+    return Contender("ours", model, lambda x: model(x, restarts)[:2],
                      {"module": "vqvae.VQVAE", **dataclasses.asdict(cfg)})
 
 
