@@ -63,3 +63,19 @@ def test_measure_loading_reports_cold_and_warm_and_leaves_no_cache(tmp_path):
     assert result["n_images"] == 24 and result["kind"] == "adni"
     assert result["cold_s"] > 0 and result["warm_s"] > 0 and result["warm_images_per_s"] > 0
     assert list((tmp_path / "c").iterdir()) == []
+
+
+def test_inspect_prints_notes_and_a_symlink_loop_is_one_line(tmp_path):
+    import os
+
+    root = make_adni(tmp_path / "d")
+    (root / "README.txt").write_text("about")
+    args = ["inspect", f"adni:{root}", "--resolution", "32", "--cache-dir", str(tmp_path / "c")]
+    result = runner.invoke(data_app, args)
+    assert result.exit_code == 0, result.output
+    assert f"note: adni:{root}: ignored 1 entries outside the layout: README.txt" in result.stdout
+    os.symlink("..", root / "train" / "up")
+    result = runner.invoke(data_app, ["inspect", f"folder:{root}", "--cache-dir",
+                                      str(tmp_path / "c")])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: symlink loop: ") and result.stderr.count("\n") == 1
