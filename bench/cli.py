@@ -57,7 +57,7 @@ def run(
     fid_weights: Optional[Path] = typer.Option(None, help="Inception weights file (offline)."),
     condition: str = typer.Option("none", help="none | label (class-conditional priors)."),
     n_samples: int = typer.Option(0, help="Samples to score (0 = the preset's)."),
-    skip_bad: bool = typer.Option(False, help="Skip unreadable images with a counted warning."),
+    skip_bad: bool = typer.Option(False, help="Skip unusable or misnamed files, named in a note, instead of failing."),
     force: bool = typer.Option(False, help="Recompute and overwrite an identical finished run."),
     threads: int = typer.Option(0, help="torch intra-op CPU threads (0 = torch's default)."),
 ) -> None:

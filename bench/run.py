@@ -256,8 +256,7 @@ def check_options(cfg: RunConfig, ds: ImageDataset | None = None) -> None:
     if not ds.label_names:
         raise BenchError(f"--condition label needs a labelled dataset; {cfg.dataset!r} has no "
                          f"labels (labelled: adni:PATH, or folder:PATH with class folders)")
-    labels = np.asarray(ds.splits["train"].labels)
-    empty = [name for c, name in enumerate(ds.label_names) if not (labels == c).any()]
+    empty = [name for name, count in ds.class_counts("train").items() if count == 0]
     if empty:
         raise BenchError(f"--condition label: class(es) {', '.join(empty)} of {cfg.dataset!r} "
                          f"have no training images; a conditional prior cannot learn them")

@@ -7,6 +7,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from bench.data import DataConfig, ImageDataset, load_dataset
+
+
+def load(spec: str, tmp_path: Path, **overrides) -> ImageDataset:
+    """Load a spec at 32 px (DataConfig fields overridden) with its cache under tmp_path."""
+    config = DataConfig(**{"resolution": 32, **overrides})
+    return load_dataset(spec, config, cache_dir=tmp_path / "cache")
+
 
 def write_image(path: Path, size: tuple[int, int] = (24, 20), seed: int = 0,
                 mode: str = "L") -> Path:

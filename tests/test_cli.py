@@ -167,3 +167,22 @@ def test_conditional_and_unconditional_runs_keep_their_own_reference(tmp_path):
         assert result.exit_code == 0, result.output
     refs = [json.loads(p.read_text()) for p in Path(out).glob("runs/reference-*/record.json")]
     assert sorted(r["condition"] for r in refs) == ["label", "none"]  # --force overwrote neither
+
+
+def test_condition_label_with_a_class_without_training_images_fails_before_training(tmp_path):
+    from tests.conftest_data import make_adni
+    root = make_adni(tmp_path / "adni", train=6, test=5, slices=2)
+    for f in (root / "train" / "AD").iterdir():
+        f.unlink()
+    result = bench("run", "--prior", "unigram", "--preset", "tiny", "--dataset", f"adni:{root}",
+                   "--condition", "label", "--out", str(tmp_path / "out"))
+    assert_user_error(result, "class(es) AD", "no training images")
+    assert not (tmp_path / "out" / "backbones").exists()
+
+
+def test_empty_seeds_and_capped_samples_are_said(tmp_path, results):
+    assert_user_error(bench("run", "--seeds", "", "--out", str(tmp_path)), "--seeds")
+    result = bench("run", "--prior", "uniform", "--preset", "tiny", "--n-samples", "1000",
+                   "--out", str(results))
+    assert result.exit_code == 0, result.output
+    assert "1000 samples asked for, 16 scored" in " ".join(result.stderr.split())

@@ -52,3 +52,19 @@ def test_intensity_stats_known_values():
     mean, std, percentiles = intensity_stats(images)
     assert mean == 100.0 and std == 100.0
     assert percentiles == {1: 0, 5: 0, 50: 0, 95: 200, 99: 200}
+
+
+def test_inspect_prints_notes_and_a_symlink_loop_is_one_line(tmp_path):
+    import os
+
+    root = make_adni(tmp_path / "d")
+    (root / "README.txt").write_text("about")
+    args = ["inspect", f"adni:{root}", "--resolution", "32", "--cache-dir", str(tmp_path / "c")]
+    result = runner.invoke(data_app, args)
+    assert result.exit_code == 0, result.output
+    assert f"note: adni:{root}: ignored 1 entries outside the layout: README.txt" in result.stdout
+    os.symlink("..", root / "train" / "up")
+    result = runner.invoke(data_app, ["inspect", f"folder:{root}", "--cache-dir",
+                                      str(tmp_path / "c")])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: symlink loop: ") and result.stderr.count("\n") == 1

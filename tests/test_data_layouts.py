@@ -7,22 +7,15 @@ import os
 import numpy as np
 import pytest
 
-from bench.errors import ArtefactError
-
-from bench.data import DataConfig, files, fingerprint_of, load_dataset, parse_spec
-from bench.data.files import subject_key
+from bench.data import DataConfig, files, fingerprint_of, parse_spec
 from bench.data.images import square_resize
-from bench.errors import DataError
-from tests.conftest_data import (make_adni, make_folder, make_nifti, make_oasis, write_image,
-                                 write_volume)
+from bench.data.listing import subject_key
+from bench.errors import ArtefactError, DataError
+from tests.conftest_data import (load, make_adni, make_folder, make_nifti, make_oasis,
+                                 write_image, write_volume)
 
 CONFIG = DataConfig(resolution=32)
 MAKERS = {"adni": make_adni, "oasis": make_oasis, "folder": make_folder, "nifti": make_nifti}
-
-
-def load(spec, tmp_path, **overrides):
-    config = DataConfig(**{"resolution": 32, **overrides})
-    return load_dataset(spec, config, cache_dir=tmp_path / "cache")
 
 
 @pytest.fixture(params=sorted(MAKERS))
@@ -171,10 +164,11 @@ def test_truncated_image_fails_or_is_skipped_with_a_note(tmp_path):
 def test_non_image_file_among_images(tmp_path):
     root = make_oasis(tmp_path / "d")
     (root / "keras_png_slices_test" / "README.txt").write_text("hello")
-    with pytest.raises(DataError, match=r"1 non-image files in oasis:.*README\.txt \(name is not"):
+    with pytest.raises(DataError, match=r"1 unusable entries in oasis:.*README\.txt "
+                                        r"\(not an image file\); remove or fix them"):
         load(f"oasis:{root}", tmp_path)
     ds = load(f"oasis:{root}", tmp_path, skip_bad=True)
-    assert any("skipped 1 non-image files" in n and "README.txt" in n for n in ds.notes)
+    assert any("skipped 1 unusable entries" in n and "README.txt" in n for n in ds.notes)
 
 
 def test_corrupt_file_with_an_image_suffix(tmp_path):

@@ -3,6 +3,11 @@
 PATH/train/{AD,NC}/ and PATH/test/{AD,NC}/ hold `<subject>_<slice>.jpeg`, 256 wide x 240 high,
 8-bit grey. Labels AD / NC are kept. Val is a seeded `val_fraction` of the train subjects,
 carved per label so both classes are in it.
+
+The subject comes from the name only, so a name outside the pattern (`<subject>_<slice>` or
+`<subject>_slice_<slice>`, any image suffix) is an error, or skipped with a note (skip_bad):
+guessing would let one subject's slices land in two splits. Empty class folders and entries
+outside the four class folders are notes.
 """
 
 from __future__ import annotations
@@ -10,13 +15,14 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from bench.data import files
+from bench.data import files, listing
 from bench.data.base import DataConfig
 from bench.data.images import decode_image
 from bench.data.plan import Kind, Plan
 
 LABELS = ("AD", "NC")
 FOLDERS = tuple(f"{split}/{label}" for split in ("train", "test") for label in LABELS)
+PATTERN = "<subject>_<slice>.jpeg"
 
 
 def carve_val(sources: list[files.Source], config: DataConfig) -> list[files.Source]:
@@ -32,18 +38,21 @@ def carve_val(sources: list[files.Source], config: DataConfig) -> list[files.Sou
 
 def scan(path: Path | None, config: DataConfig) -> files.Layout:
     where = f"adni:{path}"
-    root = files.require_dir(path, where)
-    extra = files.require_folders(root, FOLDERS, where, depth=2)
-    sources, rejected = [], []
+    root = listing.require_dir(path, where)
+    listing.require_folders(root, FOLDERS, where, depth=2)
+    sources, rejected, misnamed, notes = [], [], [], []
     for folder in FOLDERS:
         split, label = folder.split("/")
-        found, bad = files.list_files(root / folder, files.is_image, "not an image file")
-        rejected += bad
-        sources += [files.Source.of(f, split, files.subject_key(f.path), LABELS.index(label))
-                    for f in found]
-    notes = (f"{where}: ignored folders {', '.join(extra)}",) if extra else ()
+        found, bad = listing.list_files(root / folder, listing.is_image, "not an image file")
+        named, odd = listing.by_name(found, listing.numbered_subject)
+        rejected, misnamed = rejected + bad, misnamed + odd
+        sources += [files.Source.of(f, split, subject, LABELS.index(label))
+                    for f, subject in named]
+        if not found:
+            notes.append(f"{where}: class folder {folder} holds no images")
+    notes += files.ignored_note(listing.outside(root, FOLDERS, lambda name: False), where)
     return files.Layout(where, root, tuple(carve_val(sources, config)), tuple(rejected),
-                        LABELS, one_size=True, notes=notes,
+                        tuple(misnamed), PATTERN, LABELS, one_size=True, notes=tuple(notes),
                         hint=f"expected images in {root}/train/{{AD,NC}} and {root}/test/{{AD,NC}}")
 
 

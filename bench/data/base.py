@@ -23,7 +23,7 @@ class DataConfig:
     val_fraction: float = 0.1  # share of train subjects carved out as val (adni, folder, nifti)
     test_fraction: float = 0.2  # share of subjects held out as test where the layout has none
     mni_sizes: tuple[int, int, int] = (2000, 250, 500)  # (train, val, test) images for `mni`
-    skip_bad: bool = False  # skip unreadable files with a counted warning instead of failing
+    skip_bad: bool = False  # skip unusable or misnamed files with a note naming them, not fail
 
     def __post_init__(self) -> None:
         if self.resolution not in RESOLUTIONS:
@@ -46,6 +46,14 @@ class Split:
         return int(self.images.shape[0])
 
 
+def class_counts(split: Split, label_names: tuple[str, ...]) -> dict[str, int]:
+    """Images per class of a split, every class named (0 when it has none); {} unlabelled."""
+    if split.labels is None:
+        return {}
+    counts = np.bincount(np.asarray(split.labels, np.int64), minlength=len(label_names))
+    return {name: int(counts[c]) for c, name in enumerate(label_names)}
+
+
 @dataclass(frozen=True)
 class ImageDataset:
     spec: str  # as given, e.g. "adni:/data/AD_NC"
@@ -55,3 +63,9 @@ class ImageDataset:
     splits: dict[str, Split]
     label_names: tuple[str, ...] = ()  # () when unlabelled
     notes: tuple[str, ...] = field(default=())  # said once: conversions, skipped files
+
+    def class_counts(self, split: str) -> dict[str, int]:
+        """{class name: images} of one split, e.g. {"AD": 0, "NC": 812}; {} when unlabelled."""
+        if split not in self.splits:
+            raise ValueError(f"split must be one of {', '.join(self.splits)}, got {split!r}")
+        return class_counts(self.splits[split], self.label_names)

@@ -1,40 +1,32 @@
-"""What the file-based kinds share: listing, subject splits, bad-file reports, threaded decoding.
+"""What the file-based kinds share: subject splits, bad-file reports, threaded decoding.
 
-A layout module (oasis, adni, folder, nifti) only says which file goes to which split, subject
-and label; everything from identity to assembled uint8 splits happens here, the same way.
+A layout module (oasis, adni, folder, nifti) finds its files with `listing` and says which file
+goes to which split, subject and label; everything from identity to assembled uint8 splits
+happens here, the same way. Nothing is dropped without a word: files that cannot be used are an
+error (or, with skip_bad, a note naming them); entries outside the layout, files reached twice
+through links and classes missing from a split are notes.
 """
 
 from __future__ import annotations
 
 import os
-import re
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, NamedTuple
+from typing import Callable, Iterable
 
 import numpy as np
 
-from bench.data.base import SPLITS, DataConfig, Split
-from bench.data.images import IMAGE_SUFFIXES, Decoded
+from bench.data.base import SPLITS, DataConfig, Split, class_counts
+from bench.data.images import Decoded
+from bench.data.listing import Found, Problem
 from bench.data.plan import Built, Plan, Progress, require_nonempty, seeded_rank
 from bench.errors import DataError
 
 Decoder = Callable[[Path, int], Decoded]
-Problem = tuple[Path, str]  # (file, why it cannot be used)
-LISTED = 20  # files named in a skipped-files note; the count is always complete
+LISTED = 20  # files named in an error or note; the count is always complete
 ADVANCE_EVERY = 64  # decoded files per progress update
-# <subject>_<n> or <subject>_slice_<n>; lazy, so the shortest subject that fits wins
-_NUMBERED = re.compile(r"^(.+?)_(?:slice_?)?\d+$", re.IGNORECASE)
-
-
-class Found(NamedTuple):
-    """A listed file and what identifies its content for the cache key."""
-
-    path: Path
-    size: int  # bytes
-    mtime_ns: int
 
 
 @dataclass(frozen=True)
@@ -45,10 +37,11 @@ class Source:
     label: int = -1  # index into Layout.label_names, -1 when unlabelled
     size: int = 0  # bytes, with mtime_ns the file's identity in the cache key
     mtime_ns: int = 0
+    file_id: tuple[int, int] | None = None  # (st_dev, st_ino), not in the cache key
 
     @classmethod
     def of(cls, found: Found, split: str, subject: str, label: int = -1) -> "Source":
-        return cls(found.path, split, subject, label, found.size, found.mtime_ns)
+        return cls(found.path, split, subject, label, found.size, found.mtime_ns, found.file_id)
 
 
 @dataclass(frozen=True)
@@ -58,79 +51,21 @@ class Layout:
     where: str  # the spec, for messages
     root: Path
     sources: tuple[Source, ...]
-    rejected: tuple[Problem, ...] = ()  # non-image files found among the images
+    rejected: tuple[Problem, ...] = ()  # non-image files, folders, broken links among the images
+    misnamed: tuple[Path, ...] = ()  # images whose name does not fit `pattern`: never guessed
+    pattern: str = ""  # the file names a layout with subjects in its names requires
     label_names: tuple[str, ...] = ()
     one_size: bool = False  # the layout promises a single image size
     notes: tuple[str, ...] = ()
     hint: str = "add images of that split"  # what to do about an empty split
 
 
-def require_dir(path: Path | None, where: str) -> Path:
-    if path is None or not path.exists():
-        raise DataError(f"{where}: path {path} does not exist")
-    if not path.is_dir():
-        raise DataError(f"{where}: {path} is a file; expected a folder")
-    return path
-
-
-def subfolders(root: Path, depth: int) -> list[str]:
-    """Relative posix names of the folders exactly `depth` levels below root, sorted."""
-    level = [root]
-    for _ in range(depth):
-        level = [d for parent in level for d in sorted(parent.iterdir()) if d.is_dir()]
-    return [d.relative_to(root).as_posix() for d in level]
-
-
-def require_folders(root: Path, expected: Iterable[str], where: str, depth: int) -> list[str]:
-    """DataError naming expected and found folders unless all `expected` exist; returns extras."""
-    expected, found = list(expected), subfolders(root, depth)
-    missing = [e for e in expected if e not in found]
-    if missing:
-        raise DataError(f"{where}: expected folders {', '.join(expected)}; missing "
-                        f"{', '.join(missing)}; found: {', '.join(found) or 'none'}")
-    return [f for f in found if f not in expected]
-
-
-def _scan(folder: Path, recursive: bool) -> Iterator[os.DirEntry]:
-    """Entries of a folder sorted by name (os.scandir: one stat per file, no Path objects)."""
-    with os.scandir(folder) as it:
-        entries = sorted(it, key=lambda e: e.name)
-    for entry in entries:
-        if recursive and entry.is_dir():
-            yield from _scan(Path(entry.path), recursive)
-        else:
-            yield entry
-
-
-def list_files(folder: Path, accept: Callable[[str], bool], reason: str,
-               recursive: bool = False) -> tuple[list[Found], list[Problem]]:
-    """(accepted files, rejected entries) of a folder, sorted; rejected gets `reason`.
-    `accept` sees the lower-cased file name."""
-    found, rejected = [], []
-    for entry in _scan(folder, recursive):
-        if entry.is_dir():
-            rejected.append((Path(entry.path), "a folder among the images"))
-        elif accept(entry.name.lower()):
-            st = entry.stat()
-            found.append(Found(Path(entry.path), st.st_size, st.st_mtime_ns))
-        else:
-            rejected.append((Path(entry.path), reason))
-    return found, rejected
-
-
-def is_image(name: str) -> bool:
-    return name.lower().endswith(IMAGE_SUFFIXES)
-
-
-def subject_key(path: Path) -> str:
-    """The subject of an image file, by its name. The stem (name without its extension and a
-    trailing `.nii`) is `<subject>_<n>` or `<subject>_slice_<n>` with n digits: subject is the
-    part before; any other stem is its own subject (one file = one subject).
-    `218391_78.jpeg` -> `218391`, `case_001_slice_0.nii.png` -> `case_001`, `scan.png` -> `scan`."""
-    stem = path.name[: -len(path.suffix)] if path.suffix else path.name
-    stem = stem[:-4] if stem.lower().endswith(".nii") else stem
-    match = _NUMBERED.match(stem)
-    return match.group(1) if match else stem
+def ignored_note(strays: list[str], where: str) -> tuple[str, ...]:
+    """The note naming entries outside a layout, or () when there are none."""
+    if not strays:
+        return ()
+    return (f"{where}: ignored {len(strays)} entries outside the layout: "
+            f"{enumerate_some(strays, ', ')}",)
 
 
 def share(n: int, fraction: float) -> int:
@@ -168,17 +103,57 @@ def check_subjects(sources: Iterable[Source], where: str, label_names: tuple[str
                                 f"({', '.join(names)}): {', '.join(paths[:4])}")
 
 
+def enumerate_some(items: list[str], sep: str) -> str:
+    """The first LISTED items joined by `sep`, then how many more there are."""
+    more = f"{sep}and {len(items) - LISTED} more" if len(items) > LISTED else ""
+    return sep.join(items[:LISTED]) + more
+
+
 def report_bad(problems: list[Problem], what: str, where: str, skip_bad: bool) -> tuple[str, ...]:
     """Raise a one-line DataError naming the files, or (skip_bad) a note counting and listing
-    them. Nothing is dropped without a word."""
+    them. Nothing is dropped without a word. A problem with an empty reason is just its path."""
     if not problems:
         return ()
-    listed = "; ".join(f"{p} ({why})" for p, why in problems[:LISTED])
-    more = f"; and {len(problems) - LISTED} more" if len(problems) > LISTED else ""
+    listed = enumerate_some([f"{p} ({why})" if why else str(p) for p, why in problems], "; ")
     if not skip_bad:
-        raise DataError(f"{len(problems)} {what} in {where}: {listed}{more}; "
+        raise DataError(f"{len(problems)} {what} in {where}: {listed}; "
                         f"remove or fix them, or pass --skip-bad to skip them")
-    return (f"skipped {len(problems)} {what}: {listed}{more}",)
+    return (f"skipped {len(problems)} {what}: {listed}",)
+
+
+def once(layout: Layout) -> tuple[tuple[Source, ...], tuple[str, ...]]:
+    """(sources, note): a file reached by two paths (a symlink or a hard link) is kept at its
+    first path and the repeats named in a note; a DataError when its paths put it in two
+    splits or under two labels."""
+    def place(s: Source) -> str:
+        return f"{s.split}/{layout.label_names[s.label]}" if layout.label_names else s.split
+
+    first: dict[tuple[int, int], Source] = {}
+    kept, repeats = [], []
+    for s in layout.sources:
+        seen = first.setdefault(s.file_id, s) if s.file_id is not None else s
+        if seen is s:
+            kept.append(s)
+        elif place(seen) == place(s):
+            repeats.append(f"{s.path} (= {seen.path})")
+        else:
+            raise DataError(f"{layout.where}: {s.path} and {seen.path} are one file (a link) in "
+                            f"{place(s)} and {place(seen)}; remove one of them")
+    note = (f"{layout.where}: counted once {len(repeats)} files reached by a second path "
+            f"(a link): {enumerate_some(repeats, '; ')}",) if repeats else ()
+    return tuple(kept), note
+
+
+def missing_classes(splits: dict[str, Split], label_names: tuple[str, ...],
+                    where: str) -> tuple[str, ...]:
+    """A note for each class that has no images in some split."""
+    counts = {name: class_counts(split, label_names) for name, split in splits.items()}
+    notes = []
+    for label in label_names:
+        empty = [name for name in SPLITS if counts[name][label] == 0]
+        if empty:
+            notes.append(f"{where}: class {label} has no images in {', '.join(empty)}")
+    return tuple(notes)
 
 
 def identity(layout: Layout) -> dict:
@@ -264,14 +239,19 @@ def build(layout: Layout, config: DataConfig, decode: Decoder,
     splits = assemble(decoded, labelled=bool(layout.label_names))
     require_nonempty({k: len(v) for k, v in splits.items()}, layout.where,
                      "all of its files were skipped")
+    notes += missing_classes(splits, layout.label_names, layout.where)
     return Built(splits, layout.label_names, notes + _conversion_notes(decoded, layout.where))
 
 
 def plan(layout: Layout, config: DataConfig, decode: Decoder) -> Plan:
     """The Plan of a scanned layout: checks that need no decoding happen here, before the cache."""
-    notes = layout.notes + report_bad(list(layout.rejected), "non-image files", layout.where,
+    notes = layout.notes + report_bad(list(layout.rejected), "unusable entries", layout.where,
                                       config.skip_bad)
+    notes += report_bad([(p, "") for p in layout.misnamed], f"files not named {layout.pattern}",
+                        layout.where, config.skip_bad)
+    sources, repeats = once(layout)
+    layout = replace(layout, sources=sources)
     check_subjects(layout.sources, layout.where, layout.label_names)
     require_nonempty(Counter(s.split for s in layout.sources), layout.where, layout.hint)
     return Plan(identity(layout), lambda progress: build(layout, config, decode, progress),
-                notes)
+                notes + repeats)

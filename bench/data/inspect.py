@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from bench.data.base import SPLITS, ImageDataset, Split
+from bench.data.base import SPLITS, ImageDataset, Split, class_counts
 
 PERCENTILES = (1, 5, 50, 95, 99)
 MONTAGE_COLUMNS = 8  # images per split in the montage
@@ -42,9 +42,7 @@ def intensity_stats(images: np.ndarray) -> tuple[float, float, dict[int, int]]:
 
 
 def summarize_split(name: str, split: Split, label_names: tuple[str, ...]) -> SplitSummary:
-    per_label = {}
-    if split.labels is not None:
-        per_label = {label: int((split.labels == i).sum()) for i, label in enumerate(label_names)}
+    per_label = class_counts(split, label_names)
     mean, std, percentiles = intensity_stats(split.images)
     return SplitSummary(name, len(split), len(set(split.subjects.tolist())), per_label, mean, std,
                         percentiles)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.data import files
+from bench.data import files, listing
 from bench.data.base import DataConfig
 from bench.data.folder import hash_layout
 from bench.data.images import Decoded, axial_view, brain_slices, square_resize, to_uint8
@@ -54,9 +54,9 @@ def decode_volume(path: Path, resolution: int) -> Decoded:
 
 def scan(path: Path | None, config: DataConfig) -> files.Layout:
     where = f"nifti:{path}"
-    root = files.require_dir(path, where)
-    found, rejected = files.list_files(root, lambda name: name.endswith(SUFFIXES),
-                                       "not a NIfTI file (.nii, .nii.gz)", recursive=True)
+    root = listing.require_dir(path, where)
+    found, rejected = listing.list_files(root, lambda name: name.endswith(SUFFIXES),
+                                         "not a NIfTI file (.nii, .nii.gz)", recursive=True)
     return hash_layout(where, root, found, rejected, subject_of, config)
 
 

@@ -1,8 +1,11 @@
 """`oasis:PATH`: the OASIS keras_png_slices_data set.
 
 PATH/keras_png_slices_{train,validate,test}/ hold `case_<NNN>_slice_<S>.nii.png`, 256x256
-8-bit grey; subject = case. The keras_png_slices_seg_* folders (segmentations) are ignored.
-PATH may also be the folder that contains keras_png_slices_data/.
+8-bit grey; subject = case. The keras_png_slices_seg_* folders (segmentations) are part of the
+layout and not read. PATH may also be the folder that contains keras_png_slices_data/.
+
+An image named otherwise is an error, or skipped with a note (skip_bad); anything else beside
+the split folders is a note.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from bench.data import files
+from bench.data import files, listing
 from bench.data.base import DataConfig
 from bench.data.images import decode_image
 from bench.data.plan import Kind, Plan
@@ -20,22 +23,29 @@ FOLDERS = {"train": "keras_png_slices_train", "val": "keras_png_slices_validate"
 NAME = re.compile(r"^(case_\d+)_slice_\d+\.nii\.png$")
 
 
+def subject_of(path: Path) -> str | None:
+    """`case_001_slice_12.nii.png` -> `case_001`; None for a name outside the pattern."""
+    match = NAME.match(path.name.lower())
+    return match.group(1) if match else None
+
+
 def scan(path: Path | None, config: DataConfig) -> files.Layout:
     where = f"oasis:{path}"
-    root = files.require_dir(path, where)
-    if (root / "keras_png_slices_data").is_dir():
-        root = root / "keras_png_slices_data"
-    extra = files.require_folders(root, FOLDERS.values(), where, depth=1)
-    sources, rejected = [], []
+    given = listing.require_dir(path, where)
+    inner = "keras_png_slices_data/" if (given / "keras_png_slices_data").is_dir() else ""
+    root = given / "keras_png_slices_data" if inner else given
+    listing.require_folders(root, FOLDERS.values(), where, depth=1)
+    sources, rejected, misnamed = [], [], []
     for split, folder in FOLDERS.items():
-        found, bad = files.list_files(root / folder, lambda name: bool(NAME.match(name)),
-                                      "name is not case_<NNN>_slice_<S>.nii.png")
-        rejected += bad
-        sources += [files.Source.of(f, split, NAME.match(f.path.name.lower()).group(1))
-                    for f in found]
-    ignored = [e for e in extra if not e.startswith("keras_png_slices_seg")]
-    notes = (f"{where}: ignored folders {', '.join(ignored)}",) if ignored else ()
-    return files.Layout(where, root, tuple(sources), tuple(rejected), one_size=True, notes=notes,
+        found, bad = listing.list_files(root / folder, listing.is_image, "not an image file")
+        named, odd = listing.by_name(found, subject_of)
+        rejected, misnamed = rejected + bad, misnamed + odd
+        sources += [files.Source.of(f, split, subject) for f, subject in named]
+    strays = listing.outside(given, [inner + f for f in FOLDERS.values()],
+                             lambda name: name.startswith(inner + "keras_png_slices_seg"))
+    return files.Layout(where, root, tuple(sources), tuple(rejected), tuple(misnamed),
+                        "case_<NNN>_slice_<S>.nii.png", one_size=True,
+                        notes=files.ignored_note(strays, where),
                         hint=f"expected case_<NNN>_slice_<S>.nii.png files in {root}")
 
 
