@@ -89,7 +89,7 @@ def compare(out: Path = typer.Option(RESULTS, help="Results folder to read and w
     groups = tables.comparison(recs)
     for meta, table in groups:
         text = tables.as_text_frame(meta, table)
-        rich_table = Table(title=tables.title(meta))
+        rich_table = Table(title=tables.title(meta), caption=tables.backbone_line(meta))
         for col in text.columns:
             rich_table.add_column(col, justify="left" if col == "prior" else "right")
         for row in text.itertuples(index=False):
