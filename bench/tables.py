@@ -181,8 +181,7 @@ def backbone_line(meta: dict[str, Any]) -> str:
     """The backbone's own scores, said once above its table: no prior can beat its recon."""
     b, k = meta["backbone_scores"], meta["num_codes"]
     if not b:
-        return (f"Backbone {meta['backbone']}: no recon or code scores in these records "
-                f"(written before records carried them)")
+        return f"Backbone {meta['backbone']}: recon and code usage scores not in these records"
 
     def num(key: str, decimals: int) -> str:
         return "?" if b.get(key) is None else f"{b[key]:.{decimals}f}"
