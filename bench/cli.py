@@ -80,7 +80,7 @@ def set_threads(threads: int) -> None:
 def print_scores(result: RunResult) -> None:
     """The run's scores beside the two ceiling rows, under the backbone's line."""
     record = result.record
-    out_console.print(tables.backbone_line(record))
+    out_console.print(tables.record_backbone_line(record))
     table = Table(title=f"{record['prior']} · seed {record['seed']} · {result.directory}")
     table.add_column("score")
     rows = (record, *result.ceilings)
@@ -104,7 +104,7 @@ def compare(out: Path = typer.Option(RESULTS, help="Results folder to read and w
     groups = tables.comparison(recs)
     for meta, table in groups:
         text = tables.as_text_frame(meta, table)
-        rich_table = Table(title=tables.title(meta))
+        rich_table = Table(title=tables.title(meta), caption=tables.backbone_line(meta))
         for col in text.columns:
             rich_table.add_column(col, justify="left" if col == "prior" else "right")
         for row in text.itertuples(index=False):

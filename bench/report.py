@@ -171,11 +171,11 @@ def slug(text: str) -> str:
     return "".join(ch if ch.isalnum() else "-" for ch in text).strip("-").lower()
 
 
-def setting_section(out: Path, meta: dict[str, str], table, recs: list[dict[str, Any]],
+def setting_section(out: Path, meta: dict[str, Any], table, recs: list[dict[str, Any]],
                     folder: Path) -> str:
     folder.mkdir(parents=True, exist_ok=True)
     model, export, bb_dir = stored_backbone(out, recs[0])
-    lines = [f"## {tables.title(meta)}", "", tables.to_markdown([(meta, table)]).split("\n", 2)[2]]
+    lines = [f"## {tables.title(meta)}", "", *tables.markdown_table(meta, table), ""]
     sample_lines, generated = sample_figures(model, recs, export.label_names, folder)
     lines += ["### Samples", "", *sample_lines, ""]
     code_maps(export.codes["test"][:4], {k: v[:4] for k, v in generated.items()},
@@ -202,13 +202,11 @@ def write_report(out: Path, report_dir: Path | None = None,
              "Rows are priors scored on the same backbone, features and real test images; the "
              "reference row scores the backbone's reconstructions of held-out real test images, "
              "the ceiling a prior can reach. Cells are mean ± 95% t-interval over seeds.", ""]
-    for meta, table in tables.comparison(recs):
-        mine = [r for r in recs if r["backbone_hash"].startswith(meta["backbone"])
-                and r["dataset"] == meta["dataset"] and r["preset"] == meta["preset"]
-                and r["extractor"]["name"] == meta["extractor"]
-                and r.get("condition", "none") == meta["condition"] and r["kind"] == "prior"]
+    for meta, members in tables.groups(recs):
+        mine = [r for r in members if r["kind"] == "prior"]
         if not mine:
             continue
+        table = tables.wide_table(members)
         folder = report_dir / slug(f"{meta['dataset']}-{meta['preset']}-{meta['backbone']}-"
                                    f"{meta['extractor']}-{meta['condition']}")
         parts.append(setting_section(out, meta, table, mine, folder))

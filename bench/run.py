@@ -18,7 +18,7 @@ import torch
 
 import priors
 from bench import metrics, records
-from bench.data import DataConfig, ImageDataset
+from bench.data import DataConfig, ImageDataset, dataset_identity
 from bench.errors import BenchError
 from bench.extractors import check_extractor
 from bench.presets import Preset, get_preset
@@ -227,20 +227,13 @@ def warn_if_splits_differ(reference: dict[str, Any], ceiling: dict[str, Any], ex
 
 
 def base_record(cfg: RunConfig, shared: Shared, ctx: ScoringContext) -> dict[str, Any]:
-    return {"dataset": cfg.dataset, "data": data_identity(shared.ds), "preset": cfg.preset,
+    return {"dataset": cfg.dataset, "data": dataset_identity(shared.ds.spec, shared.ds.fingerprint), "preset": cfg.preset,
             "seed": cfg.seed, "backbone_hash": shared.export.backbone_hash,
             "export_hash": shared.export.export_hash, "num_codes": shared.export.num_codes,
             "grid": list(shared.export.grid), "backbone": shared.backbone,
             "artefacts": shared.artefacts,
             "extractor": {"name": ctx.extractor.name, "id": ctx.extractor.id},
             "condition": cfg.condition, "versions": records.versions()}
-
-
-def data_identity(ds: ImageDataset) -> dict[str, str]:
-    """kind + fingerprint identify the data; name is what a table shows."""
-    path = ds.spec.partition(":")[2].rstrip("/\\")
-    return {"kind": ds.kind, "fingerprint": ds.fingerprint,
-            "name": Path(path).name if path else ds.kind}
 
 
 def check_options(cfg: RunConfig, ds: ImageDataset | None = None) -> None:

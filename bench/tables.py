@@ -1,7 +1,10 @@
 """Comparison tables: records -> one row per (setting, prior), seeds pooled as mean +/- 95% CI.
 
-A setting is (dataset, preset, backbone, extractor, condition): rows are only compared with rows
-scored the same way. The reference row (the backbone's reconstructions) heads each table.
+A setting is (data, preset, backbone, extractor, condition): rows are only compared with rows
+scored the same way. Data is the dataset's kind + fingerprint, so every spelling of one dataset
+path makes one table, shown under the dataset's short name. The ceiling rows (reference, and
+any other record that is not a prior) head each table; the backbone's own scores (recon SSIM and
+PSNR, code usage) head it as a line of their own.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Any
 import pandas as pd
 from scipy import stats
 
+from bench.data import display_name
 from bench.store import write_json_atomic, write_text_atomic
 
 # (record score key, column header, decimals, higher is better?)
@@ -32,7 +36,17 @@ COLUMNS: tuple[tuple[str, str, int, bool | None], ...] = (
     ("samples_per_s", "samples/s", 1, True),
     ("fit_s", "fit s", 1, False),
 )
-SETTING = ("dataset", "preset", "backbone", "extractor", "condition")
+# key of record["backbone"] (the backbone's own scores) -> its name in csv and json
+BACKBONE = {"recon_ssim": "backbone recon SSIM", "recon_psnr": "backbone recon PSNR (dB)",
+            "train_distinct_codes": "backbone codes used (train)",
+            "test_distinct_codes": "backbone codes used (test)",
+            "train_code_perplexity": "backbone perplexity (train)",
+            "test_code_perplexity": "backbone perplexity (test)"}
+SETTING = ("data", "preset", "backbone", "extractor", "condition")  # what a table is keyed by
+# setting / meta key -> its name in csv and json
+SETTING_FIELDS = {"dataset": "dataset", "data_kind": "data kind",
+                  "data_fingerprint": "data fingerprint", "preset": "preset",
+                  "backbone": "backbone", "extractor": "features", "condition": "condition"}
 
 
 @dataclass(frozen=True)
@@ -60,39 +74,73 @@ def pool(values: list[float | None]) -> Cell:
                 len(vals))
 
 
+def known_data(recs: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, str]]:
+    """(backbone hash, spec as typed) -> the `data` of a record that has one, so that a record
+    written before records carried `data` (a cached reference row) joins its runs' table."""
+    return {(r["backbone_hash"], r["dataset"]): r["data"] for r in recs if r.get("data")}
+
+
+def setting_of(r: dict[str, Any], known: dict[tuple[str, str], dict[str, str]]) -> dict[str, str]:
+    """The table a record belongs to, and the dataset's short name."""
+    data = r.get("data") or known.get((r["backbone_hash"], r["dataset"]))
+    if data:
+        key, kind, fingerprint, name = (f"{data['kind']}:{data['fingerprint']}", data["kind"],
+                                        data["fingerprint"], data["name"])
+    else:  # an old record: the spec as typed is all there is
+        key, kind, fingerprint = f"spec:{r['dataset']}", r["dataset"].partition(":")[0], ""
+        name = display_name(r["dataset"])
+    return {"data": key, "dataset": name, "data_kind": kind, "data_fingerprint": fingerprint,
+            "preset": r["preset"], "backbone": r["backbone_hash"][:12],
+            "extractor": r["extractor"]["name"], "condition": r.get("condition", "none")}
+
+
+def groups(recs: list[dict[str, Any]]) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
+    """(meta, records) per setting, sorted. meta: the setting, the dataset's short name, K and
+    the backbone's scores (from any record of the group that has them: ceiling rows lack them)."""
+    known = known_data(recs)
+    by_key: dict[tuple[str, ...], tuple[dict[str, Any], list[dict[str, Any]]]] = {}
+    for r in recs:
+        setting = setting_of(r, known)
+        by_key.setdefault(tuple(setting[k] for k in SETTING), (setting, []))[1].append(r)
+    out = []
+    for key in sorted(by_key):
+        setting, members = by_key[key]
+        backbone = next((r["backbone"] for r in members if r.get("backbone")), {})
+        num_codes = next((r["num_codes"] for r in members if r.get("num_codes")), None)
+        out.append((setting | {"backbone_scores": backbone, "num_codes": num_codes}, members))
+    return out
+
+
 def long_frame(recs: list[dict[str, Any]]) -> pd.DataFrame:
-    """One row per (run, score): the records in long form."""
+    """One row per (run, score) of one setting: the records in long form."""
     rows = []
     for r in recs:
-        setting = {"dataset": r["dataset"], "preset": r["preset"],
-                   "backbone": r["backbone_hash"][:12], "extractor": r["extractor"]["name"],
-                   "condition": r.get("condition", "none")}
         for key, value in r["scores"].items():
-            rows.append(setting | {"prior": r["prior"], "kind": r["kind"], "seed": r["seed"],
-                                   "run_id": r["run_id"], "device": r.get("device", ""),
-                                   "score": key, "value": value})
+            rows.append({"prior": r["prior"], "kind": r["kind"], "seed": r["seed"],
+                         "run_id": r["run_id"], "device": r.get("device", ""),
+                         "score": key, "value": value})
+    return pd.DataFrame(rows, columns=["prior", "kind", "seed", "run_id", "device", "score",
+                                       "value"])
+
+
+def wide_table(recs: list[dict[str, Any]]) -> pd.DataFrame:
+    """The records of one setting as rows = priors (ceiling rows first), cells = Cell."""
+    df = long_frame(recs)
+    ceilings = set(df.loc[df["kind"] != "prior", "prior"])
+    rows = []
+    for prior in sorted(df["prior"].unique(), key=lambda p: (p not in ceilings, p)):
+        g = df[df["prior"] == prior]
+        row: dict[str, Any] = {"prior": prior, "seeds": int(g["seed"].nunique()),
+                               "device": g["device"].iloc[0]}
+        for key, _, _, _ in columns(df):
+            row[key] = pool(list(g[g["score"] == key]["value"]))
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
-def comparison(recs: list[dict[str, Any]]) -> list[tuple[dict[str, str], pd.DataFrame]]:
-    """One wide table per setting: rows = priors (reference first), cells = Cell."""
-    if not recs:
-        return []
-    df = long_frame(recs)
-    out = []
-    for setting, group in df.groupby(list(SETTING), sort=True):
-        meta = dict(zip(SETTING, setting))
-        rows = []
-        order = sorted(group["prior"].unique(), key=lambda p: (not p.startswith("reference"), p))
-        for prior in order:
-            g = group[group["prior"] == prior]
-            row: dict[str, Any] = {"prior": prior, "seeds": int(g["seed"].nunique()),
-                                   "device": g["device"].iloc[0]}
-            for key, _, _, _ in columns(group):
-                row[key] = pool(list(g[g["score"] == key]["value"]))
-            rows.append(row)
-        out.append((meta, pd.DataFrame(rows)))
-    return out
+def comparison(recs: list[dict[str, Any]]) -> list[tuple[dict[str, Any], pd.DataFrame]]:
+    """One wide table per setting: rows = priors (ceiling rows first), cells = Cell."""
+    return [(meta, wide_table(members)) for meta, members in groups(recs)]
 
 
 def columns(group: pd.DataFrame) -> tuple[tuple[str, str, int, bool | None], ...]:
@@ -113,61 +161,99 @@ def table_columns(table: pd.DataFrame) -> tuple[tuple[str, str, int, bool | None
     return columns(pd.DataFrame({"score": list(fixed) + list(extra)}))
 
 
-def as_text_frame(meta: dict[str, str], table: pd.DataFrame) -> pd.DataFrame:
+def as_text_frame(meta: dict[str, Any], table: pd.DataFrame) -> pd.DataFrame:
     cells = {"prior": table["prior"], "seeds": table["seeds"]}
     for key, head, dec, _ in table_columns(table):
         cells[head.format(extractor=meta["extractor"])] = [c.text(dec) for c in table[key]]
     return pd.DataFrame(cells)
 
 
-def title(meta: dict[str, str]) -> str:
+Tables = list[tuple[dict[str, Any], pd.DataFrame]]  # (meta, wide table) per setting
+
+
+def title(meta: dict[str, Any]) -> str:
     cond = "" if meta["condition"] == "none" else f", conditioned on {meta['condition']}"
     return (f"{meta['dataset']} · preset {meta['preset']} · backbone {meta['backbone']} · "
             f"features {meta['extractor']}{cond}")
 
 
-def to_markdown(tables: list[tuple[dict[str, str], pd.DataFrame]]) -> str:
+def backbone_line(meta: dict[str, Any]) -> str:
+    """The backbone's own scores, said once above its table: no prior can beat its recon."""
+    b, k = meta["backbone_scores"], meta["num_codes"]
+    if not b:
+        return f"Backbone {meta['backbone']}: recon and code usage scores not in these records"
+
+    def num(key: str, decimals: int) -> str:
+        return "?" if b.get(key) is None else f"{b[key]:.{decimals}f}"
+
+    of_k = f" of K = {k}" if k else ""
+    return (f"Backbone {meta['backbone']}: recon SSIM {num('recon_ssim', 3)}, "
+            f"PSNR {num('recon_psnr', 2)} dB (whole test split); codes used "
+            f"{num('train_distinct_codes', 0)} (train), {num('test_distinct_codes', 0)} (test)"
+            f"{of_k}; perplexity {num('train_code_perplexity', 1)} (train), "
+            f"{num('test_code_perplexity', 1)} (test)")
+
+
+def markdown_table(meta: dict[str, Any], table: pd.DataFrame) -> list[str]:
+    """The backbone line, then the table, as Markdown lines."""
+    text = as_text_frame(meta, table)
+    head = "| " + " | ".join(text.columns) + " |"
+    rule = "|" + "|".join("---" if c == "prior" else "---:" for c in text.columns) + "|"
+    body = ["| " + " | ".join(str(v) for v in row) + " |" for row in text.itertuples(index=False)]
+    return [backbone_line(meta), "", head, rule, *body]
+
+
+def to_markdown(tables: Tables) -> str:
+    return "\n".join("\n".join([f"### {title(meta)}", "", *markdown_table(meta, table), ""])
+                     for meta, table in tables)
+
+
+def latex_escape(text: str) -> str:
+    return text.replace("_", r"\_").replace("%", r"\%").replace("&", r"\&").replace("±", r"$\pm$")
+
+
+def to_latex(tables: Tables) -> str:
     parts = []
     for meta, table in tables:
         text = as_text_frame(meta, table)
-        head = "| " + " | ".join(text.columns) + " |"
-        rule = "|" + "|".join("---" if c == "prior" else "---:" for c in text.columns) + "|"
-        body = ["| " + " | ".join(str(v) for v in row) + " |" for row in text.itertuples(index=False)]
-        parts.append("\n".join([f"### {title(meta)}", "", head, rule, *body, ""]))
-    return "\n".join(parts)
-
-
-def to_latex(tables: list[tuple[dict[str, str], pd.DataFrame]]) -> str:
-    parts = []
-    for meta, table in tables:
-        text = as_text_frame(meta, table).map(lambda v: str(v).replace("±", r"$\pm$"))
         cols = "l" + "r" * (len(text.columns) - 1)
-        lines = [r"\begin{table}", r"\centering", f"\\caption{{{title(meta)}}}",
+        caption = latex_escape(f"{title(meta)}. {backbone_line(meta)}.")
+        lines = [r"\begin{table}", r"\centering", f"\\caption{{{caption}}}",
                  f"\\begin{{tabular}}{{{cols}}}", r"\toprule",
-                 " & ".join(c.replace("_", r"\_") for c in text.columns) + r" \\", r"\midrule"]
-        lines += [" & ".join(str(v).replace("_", r"\_") for v in row) + r" \\"
+                 " & ".join(latex_escape(c) for c in text.columns) + r" \\", r"\midrule"]
+        lines += [" & ".join(latex_escape(str(v)) for v in row) + r" \\"
                   for row in text.itertuples(index=False)]
         lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
         parts.append("\n".join(lines))
     return "\n".join(parts)
 
 
-def to_flat(tables: list[tuple[dict[str, str], pd.DataFrame]]) -> pd.DataFrame:
-    """Machine-readable: one row per (setting, prior), mean / ci95 / n per score."""
+def flat_setting(meta: dict[str, Any]) -> dict[str, Any]:
+    """The csv / json fields every row of a setting shares: setting, K, the backbone's scores."""
+    row: dict[str, Any] = {field: meta[key] for key, field in SETTING_FIELDS.items()}
+    row["K"] = meta["num_codes"]
+    for key, field in BACKBONE.items():
+        row[field] = meta["backbone_scores"].get(key)
+    return row
+
+
+def to_flat(tables: Tables) -> pd.DataFrame:
+    """Machine-readable: one row per (setting, prior), the same column names as the Markdown
+    table, each score's 95% interval half-width in "<name> ci95"."""
     rows = []
     for meta, table in tables:
         for _, r in table.iterrows():
-            row: dict[str, Any] = meta | {"prior": r["prior"], "seeds": r["seeds"],
-                                          "device": r["device"]}
-            for key, _, _, _ in table_columns(table):
-                row[key] = r[key].mean
-                row[f"{key}_ci95"] = r[key].half_width
+            row = flat_setting(meta) | {"prior": r["prior"], "seeds": r["seeds"],
+                                        "device": r["device"]}
+            for key, head, _, _ in table_columns(table):
+                name = head.format(extractor=meta["extractor"])
+                row[name] = r[key].mean
+                row[f"{name} ci95"] = r[key].half_width
             rows.append(row)
     return pd.DataFrame(rows)
 
 
-def write_all(tables: list[tuple[dict[str, str], pd.DataFrame]], out: Path,
-              stem: str = "comparison") -> list[Path]:
+def write_all(tables: Tables, out: Path, stem: str = "comparison") -> list[Path]:
     """comparison.{md,csv,tex,json} under `out`; returns the paths written."""
     out.mkdir(parents=True, exist_ok=True)
     flat = to_flat(tables)
@@ -189,12 +275,8 @@ def score_name(key: str, extractor: str) -> str:
     return f"{name} [{cls.rstrip(']')}]" if cls else name
 
 
-def backbone_line(record: dict[str, Any]) -> str:
-    """One line on the backbone under a table: a prior can be no better than it."""
-    bb = record.get("backbone") or {}
-    if "recon_ssim" not in bb:
-        return "backbone: scores not recorded"
-    return (f"backbone: recon SSIM {bb['recon_ssim']:.3f}, PSNR {bb['recon_psnr']:.2f} dB on the "
-            f"whole test split; codes used {bb['test_distinct_codes']:.0f} of "
-            f"{record.get('num_codes', bb.get('num_codes', '?'))} "
-            f"(perplexity {bb['test_code_perplexity']:.1f})")
+def record_backbone_line(record: dict[str, Any]) -> str:
+    """`backbone_line` for one record (what `bench run` prints above its scores)."""
+    return backbone_line({"backbone": record["backbone_hash"][:12],
+                          "backbone_scores": record.get("backbone") or {},
+                          "num_codes": record.get("num_codes")})

@@ -74,11 +74,13 @@ def test_compare_writes_tables(results):
         assert (results / f"comparison.{ext}").is_file()
     md = (results / "comparison.md").read_text()
     assert "pixelcnn" in md and "uniform" in md and REFERENCE in md and DATA_CEILING in md
-    assert "FD-mri" in md
+    assert "FD-mri" in md and "recon SSIM" in md and "recon SSIM" in result.stdout
     rows = json.loads((results / "comparison.json").read_text())
     by_prior = {r["prior"]: r for r in rows}
-    assert by_prior["uniform"]["bits_per_code"] == pytest.approx(4.0)
-    assert by_prior[REFERENCE]["bits_per_code"] is None  # empty, never 0
+    assert by_prior["uniform"]["bits/code"] == pytest.approx(4.0)
+    assert by_prior[REFERENCE]["bits/code"] is None  # empty, never 0
+    assert by_prior[REFERENCE]["backbone recon SSIM"] > 0
+    assert {r["dataset"] for r in rows} == {"mni"}
 
 
 def test_priors_lists_the_registry():
@@ -147,7 +149,7 @@ def test_report_writes_markdown_and_figures(results):
     result = bench("report", "--out", str(results))
     assert result.exit_code == 0, result.output
     md = (results / "report" / "report.md").read_text()
-    assert "pixelcnn" in md and "![" in md
+    assert "pixelcnn" in md and "![" in md and "recon SSIM" in md
     pngs = list((results / "report").glob("*/*.png"))
     names = {p.name for p in pngs}
     assert {"code-maps.png", "code-usage.png", "codebook-pca.png", "training.png",

@@ -5,6 +5,7 @@ Specs: `mni` (embedded default), `oasis:PATH`, `adni:PATH`, `folder:PATH`, `nift
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from bench.data import adni, cache, folder, mni, nifti, oasis
@@ -18,7 +19,7 @@ DATASET_KINDS: dict[str, Kind] = {k.name: k for k in (mni.KIND, oasis.KIND, adni
                                                       folder.KIND, nifti.KIND)}
 
 __all__ = ["DATASET_KINDS", "RESOLUTIONS", "SPLITS", "DataConfig", "ImageDataset", "Split",
-           "load_dataset", "parse_spec"]
+           "dataset_identity", "display_name", "load_dataset", "parse_spec"]
 
 
 def _available() -> str:
@@ -72,3 +73,21 @@ def load_dataset(spec: str, config: DataConfig, *, cache_dir: Path | None = None
     return ImageDataset(spec=spec, kind=parse_spec(spec)[0], config=config,
                         fingerprint=fingerprint, splits=built.splits,
                         label_names=built.label_names, notes=plan.notes + built.notes)
+
+
+def display_name(spec: str) -> str:
+    """The short name tables show for a spec: "mni", or the last component of its path
+    ("adni:../data/AD_NC/" -> "AD_NC"), never a whole path. Takes any spec string, valid or not
+    (old records keep theirs); "." and ".." are named after the folder they mean here."""
+    kind, _, rest = spec.partition(":")
+    if not rest:
+        return kind
+    path = os.path.normpath(os.path.expanduser(rest))
+    name = Path(path).name
+    return name if name not in ("", ".", "..") else Path(os.path.abspath(path)).name or path
+
+
+def dataset_identity(spec: str, fingerprint: str) -> dict[str, str]:
+    """What a record says about its data: tables group by kind + fingerprint (one table for
+    every spelling of one dataset) and show the name. `fingerprint`: ImageDataset.fingerprint."""
+    return {"kind": spec.partition(":")[0], "fingerprint": fingerprint, "name": display_name(spec)}

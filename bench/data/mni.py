@@ -1,9 +1,10 @@
-"""`mni`: the embedded default. Seeded augmentations of axial slices of the MNI152 2009a T1
-template that nilearn ships in its wheel, so the benchmark runs offline with no download.
+"""`mni`: the embedded default. Synthetic subjects made from the MNI152 2009a T1 template that
+nilearn ships in its wheel, so the benchmark runs offline with no download.
 
-Subject key = slice position. Blocks of consecutive slices go to one split each (neighbours
-1 mm apart are near duplicates), so no slice, and no (slice, seed) pair, is in two splits.
-Every image is a fresh draw of affine + elastic warp, bias field, gamma and Rician noise.
+A subject is one seeded draw of the whole template volume through a 3-D affine and smooth
+deformation, a smooth bias field, gamma and Rician noise, all fixed for that subject; its images
+are axial slices at levels spread over the whole brain band (one per equal stratum). Splits are
+by subject, like every real dataset, so every split shows the same anatomy levels.
 """
 
 from __future__ import annotations
@@ -21,26 +22,43 @@ from bench.data.images import axial_view, brain_slices, square_resize
 from bench.data.plan import Built, Kind, Plan, Progress
 from bench.errors import DataError
 
+
 @dataclass(frozen=True)
 class Augment:
-    """Augmentation strengths. Part of the cache key."""
+    """How a subject is drawn. Part of the cache key."""
 
-    min_area_fraction: float = 0.5  # central band: slices with >= half the largest brain area
-    block: int = 4  # consecutive slices kept in one split
-    rotate_deg: float = 8.0  # uniform in +-
-    scale: float = 0.08  # zoom uniform in 1 +-
-    shift: float = 0.05  # translation uniform in +-, fraction of the half-width
-    elastic: float = 0.012  # displacement std, fraction of the half-width
-    elastic_grid: int = 5  # control points per side of the smooth displacement field
-    bias: float = 0.15  # std of the log multiplicative bias field
-    bias_grid: int = 3  # control points per side of the bias field
+    min_area_fraction: float = 0.5  # brain band: axial levels with >= half the largest brain area
+    slices_per_subject: int = 10  # images of one subject, one level per equal stratum of the band
+    rotate_deg: float = 8.0  # rotation about the axial axis, uniform in +-
+    tilt_deg: float = 4.0  # rotations about the two in-plane axes (pitch, roll), uniform in +-
+    scale: float = 0.08  # head size: zoom uniform in 1 +-
+    aspect: float = 0.04  # head shape: a further zoom per axis, uniform in 1 +-
+    shift: float = 0.05  # in-plane translation uniform in +-, fraction of the half-width
+    elastic_mm: float = 2.0  # std of the smooth 3-D displacement at every point, mm
+    elastic_grid: int = 5  # control points per axis of the displacement field
+    bias: float = 0.15  # std of the log multiplicative bias field at every point
+    bias_grid: int = 3  # control points per axis of the bias field
     log_gamma: float = 0.15  # std of log(gamma)
     noise: float = 0.03  # Rician noise sigma uniform in [0, noise], intensities in [0, 1]
-    batch: int = 256  # images per grid_sample call; the random stream depends on it
+
+    def __post_init__(self) -> None:
+        for name in ("slices_per_subject", "elastic_grid", "bias_grid"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
 
 AUGMENT = Augment()
+GENERATOR_VERSION = 2  # 1: independent per-image draws of slices split in blocks; 2: subjects
 TEMPLATE = "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"  # what nilearn loads as MNI152
+
+
+@dataclass(frozen=True)
+class Template:
+    """The template as a stack of preprocessed axial views, with the geometry to reslice it."""
+
+    stack: np.ndarray  # (Z, R, R) float32 in [0, 1]: every axial view, square-resized
+    side_mm: float  # in-plane side of the padded square, mm (voxels are 1 mm)
+    band: tuple[int, int]  # first and last z of the brain band
 
 
 def template_path() -> Path:
@@ -55,59 +73,62 @@ def template_path() -> Path:
     return path
 
 
-def template_slices(resolution: int, augment: Augment = AUGMENT) -> tuple[np.ndarray, np.ndarray]:
-    """(z positions (S,), slices (S, R, R) float32 in [0, 1]) of the template's brain band.
-    Same voxels as nilearn's load_mni152_template(resolution=1): the file scaled by its max."""
+def template(resolution: int, augment: Augment = AUGMENT) -> Template:
+    """Same voxels as nilearn's load_mni152_template(resolution=1): the file scaled by its max,
+    each axial view padded to a square and resized like every other dataset's images."""
     import nibabel as nib
 
     volume = np.asarray(nib.load(template_path()).get_fdata(), np.float32)  # RAS, 1 mm
     volume /= volume.max()
     zs = brain_slices(volume, augment.min_area_fraction)
-    slices = [square_resize(axial_view(volume, int(z)), resolution) for z in zs]
-    return zs, np.clip(np.stack(slices), 0, 1)
+    stack = [square_resize(axial_view(volume, z), resolution) for z in range(volume.shape[2])]
+    return Template(np.clip(np.stack(stack), 0, 1), float(max(volume.shape[:2])),
+                    (int(zs.min()), int(zs.max())))
 
 
-def assign_blocks(n_slices: int, sizes: tuple[int, int, int], seed: int,
-                  block: int) -> dict[str, np.ndarray]:
-    """Slice indices of each split: whole blocks, shares of blocks ~ shares of images, >= 1."""
-    n_blocks = -(-n_slices // block)
-    total = sum(sizes)
-    val = max(1, round(n_blocks * sizes[1] / total))
-    test = max(1, round(n_blocks * sizes[2] / total))
-    if n_blocks - val - test < 1:
-        raise DataError(f"mni: {n_slices} template slices make too few blocks for 3 splits")
-    order = np.random.default_rng(seed).permutation(n_blocks)
-    chosen = {"train": order[val + test:], "val": order[:val], "test": order[val:val + test]}
-    return {name: np.concatenate([np.arange(b * block, min((b + 1) * block, n_slices))
-                                  for b in np.sort(blocks)]) for name, blocks in chosen.items()}
+def subject_sizes(n_images: int, per_subject: int) -> list[int]:
+    """Images of each subject of a split: as even as possible, so that every subject spans the
+    band (24 at 10 per subject: [8, 8, 8], never [10, 10, 4])."""
+    n_subjects = -(-n_images // per_subject)
+    base, extra = divmod(n_images, n_subjects)
+    return [base + 1] * extra + [base] * (n_subjects - extra)
+
+
+def subject_plan(sizes: tuple[int, int, int], per_subject: int) -> dict[str, list[tuple[str, int]]]:
+    """(subject id, images) per split; ids are numbered across splits, so no id is in two."""
+    plan, first = {}, 0
+    for name, n in zip(SPLITS, sizes):
+        counts = subject_sizes(n, per_subject)
+        plan[name] = [(f"sub-{first + i:05d}", k) for i, k in enumerate(counts)]
+        first += len(counts)
+    return plan
 
 
 def build(config: DataConfig, progress: Progress | None) -> Built:
-    from bench.data.mni_augment import generate_split, seeded_generator  # torch, on a miss only
+    from bench.data.mni_augment import render_split  # torch, on a miss only
 
-    zs, slices = template_slices(config.resolution)
-    allowed = assign_blocks(len(zs), config.mni_sizes, config.seed, AUGMENT.block)
+    volume = template(config.resolution)
+    plan = subject_plan(config.mni_sizes, AUGMENT.slices_per_subject)
     if progress is not None:
         progress.start("generating mni", sum(config.mni_sizes))
     splits = {}
     try:
-        for name, n in zip(SPLITS, config.mni_sizes):
-            g = seeded_generator(f"mni:{config.seed}:{name}")
-            images, picks = generate_split(slices, allowed[name], n, g, AUGMENT, progress)
-            subjects = np.asarray([f"mni_z{int(zs[i]):03d}" for i in picks])
-            splits[name] = Split(images, subjects)
+        for name, subjects in plan.items():
+            images = render_split(volume, subjects, config.seed, AUGMENT, progress)
+            ids = np.repeat([sid for sid, _ in subjects], [k for _, k in subjects])
+            splits[name] = Split(images, ids)
     finally:
         if progress is not None:
             progress.stop()
-    bands = ", ".join(f"{k} {len(v)}" for k, v in allowed.items())
-    note = (f"mni: augmented axial slices z={zs.min()}..{zs.max()} of the MNI152 2009a template "
-            f"(slices per split: {bands})")
+    counts = "/".join(str(len(plan[name])) for name in SPLITS)
+    note = (f"mni: {counts} synthetic subjects (train/val/test) of the MNI152 2009a template, "
+            f"axial slices spread over z={volume.band[0]}..{volume.band[1]}")
     return Built(splits, (), (note,))
 
 
 def plan(path: Path | None, config: DataConfig) -> Plan:
     identity = {"template": TEMPLATE, "nilearn": importlib.metadata.version("nilearn"),
-                "augment": dataclasses.asdict(AUGMENT)}
+                "generator": GENERATOR_VERSION, "augment": dataclasses.asdict(AUGMENT)}
     return Plan(identity, lambda progress: build(config, progress))
 
 
