@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vqvae.distributed import all_reduce_sum_, gather_rows
+
 RESTART_EVERY = 10  # EMA updates between dead-code checks (each check syncs with the host)
 DEAD_BELOW = 1.0  # EMA assignments per update under which a code counts as dead
 
@@ -105,7 +107,11 @@ class Quantizer(nn.Module):
 
     With `ema`, the codebook follows exponential moving averages of the encoder outputs
     assigned to each code (van den Oord et al. 2017, appendix); otherwise it learns from the
-    codebook loss. Unused codes are re-seeded from random encoder outputs if `restart_dead`.
+    codebook loss. Unused codes are re-seeded from random encoder outputs if `restart_dead`,
+    drawn from the `generator` given to `forward` (torch's global RNG when it is None).
+    Under torch.distributed (each rank quantizing its slice of one global batch) the EMA
+    statistics are summed over ranks and restarts pick from the gathered encoder outputs with
+    the same generator on every rank: the codebook stays the same on every rank.
     """
 
     def __init__(self, cfg: VQVAEConfig) -> None:
@@ -132,20 +138,22 @@ class Quantizer(nn.Module):
         """(B, h, w) int64 -> (B, D, h, w) codebook vectors."""
         return F.embedding(codes, self.codebook).permute(0, 3, 1, 2)
 
-    def forward(self, z_e: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(self, z_e: Tensor,
+                generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """Returns z_q with straight-through gradient, the VQ loss and the indices.
 
         Always fp32, also under bf16 autocast: code assignment must not depend on the
         training precision, or training and export would pick different codes."""
         with torch.autocast(z_e.device.type, enabled=False):
-            return self._forward(z_e.float())
+            return self._forward(z_e.float(), generator)
 
-    def _forward(self, z_e: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def _forward(self, z_e: Tensor,
+                 generator: torch.Generator | None) -> tuple[Tensor, Tensor, Tensor]:
         codes = self.indices(z_e)
         z_q = self.embed(codes)
         commit = F.mse_loss(z_e, z_q.detach())
         if self.training and self.ema:
-            self._ema_update(z_e.detach(), codes)
+            self._ema_update(z_e.detach(), codes, generator)
             loss = self.beta * commit
         else:
             loss = F.mse_loss(z_q, z_e.detach()) * (0.0 if self.ema else 1.0) + self.beta * commit
@@ -153,12 +161,12 @@ class Quantizer(nn.Module):
         return z_q, loss, codes
 
     @torch.no_grad()
-    def _ema_update(self, z_e: Tensor, codes: Tensor) -> None:
+    def _ema_update(self, z_e: Tensor, codes: Tensor, generator: torch.Generator | None) -> None:
         flat = z_e.permute(0, 2, 3, 1).reshape(-1, self.D)  # (M, D)
         onehot = F.one_hot(codes.reshape(-1), self.K).type_as(flat)  # (M, K)
-        counts = onehot.sum(0)
+        counts = all_reduce_sum_(onehot.sum(0))  # (K,) over the global batch
         self.ema_size.mul_(self.decay).add_(counts, alpha=1 - self.decay)
-        self.ema_sum.mul_(self.decay).add_(onehot.t() @ flat, alpha=1 - self.decay)
+        self.ema_sum.mul_(self.decay).add_(all_reduce_sum_(onehot.t() @ flat), alpha=1 - self.decay)
         n = self.ema_size.sum()
         size = (self.ema_size + 1e-5) / (n + self.K * 1e-5) * n  # Laplace smoothing
         self.codebook.data.copy_(self.ema_sum / size.unsqueeze(1))
@@ -169,9 +177,11 @@ class Quantizer(nn.Module):
             dead = self.ema_size < DEAD_BELOW
             n_dead = int(dead.sum())
             if n_dead:
-                pick = torch.randint(0, flat.shape[0], (n_dead,), device=flat.device)
-                self.codebook.data[dead] = flat[pick]
-                self.ema_sum[dead] = flat[pick] * DEAD_BELOW
+                rows = gather_rows(flat)  # (world * M, D): the global batch's encoder outputs
+                pick = torch.randint(0, rows.shape[0], (n_dead,), generator=generator)
+                pick = pick.to(rows.device)
+                self.codebook.data[dead] = rows[pick]
+                self.ema_sum[dead] = rows[pick] * DEAD_BELOW
                 self.ema_size[dead] = DEAD_BELOW
 
 
@@ -183,9 +193,11 @@ class VQVAE(nn.Module):
         self.quantizer = Quantizer(cfg)
         self.decoder = Decoder(cfg)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """(B, 1, H, W) in [0, 1] -> reconstruction, VQ loss, codes (B, h, w)."""
-        z_q, vq_loss, codes = self.quantizer(self.encoder(x))
+    def forward(self, x: Tensor,
+                generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """(B, 1, H, W) in [0, 1] -> reconstruction, VQ loss, codes (B, h, w). `generator`
+        draws the quantizer's dead-code restarts in training mode (None: torch's global RNG)."""
+        z_q, vq_loss, codes = self.quantizer(self.encoder(x), generator)
         return self.decoder(z_q), vq_loss, codes
 
     def grid(self, image_size: int) -> tuple[int, int]:
