@@ -266,10 +266,11 @@ class AutoregressivePrior(Prior):
                     self._end_epoch(val, loop, run, loop.epoch(step))
         finally:
             progress.stop()
+        loop.finish(self.net)
         self.net.load_state_dict(run["best_state"])
         self.net.eval()
         return {"val_bits_per_code": run["best_nats"] / math.log(2),
-                "best_epoch": float(run["best_epoch"])}
+                "best_epoch": float(run["best_epoch"]), "train_wall_s": loop.wall_s()}
 
     def _end_epoch(self, val: CodeSet, loop: FitLoop, run: dict[str, Any], epoch: int) -> None:
         """Score val (on every rank, all of it: the same number whatever the world size);

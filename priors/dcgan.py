@@ -181,7 +181,9 @@ class DCGANPrior(Prior):
         finally:
             progress.stop()
             self.gen.eval()
-        return {"d_loss": run["losses"][0], "g_loss": run["losses"][1]}
+        loop.finish(self.gen, self.disc)
+        return {"d_loss": run["losses"][0], "g_loss": run["losses"][1],
+                "train_wall_s": loop.wall_s()}
 
     def _step(self, opt_g, opt_d, real_codes: Tensor, labels: Tensor | None, *,
               nets: tuple[nn.Module, nn.Module], loop: FitLoop,

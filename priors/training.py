@@ -14,6 +14,7 @@ same state: rank 0 alone saves, and its checkpoint resumes every rank.
 from __future__ import annotations
 
 import math
+import time
 from typing import Any, Iterator, NamedTuple
 
 import torch
@@ -98,7 +99,7 @@ class FitLoop:
         self.total, self.device = total_steps, device
         self.checkpoint, self.progress = checkpoint, progress
         self.rank, self.world = rank_world()
-        self.step, self.history = 0, []
+        self.step, self.history, self.started = 0, [], time.perf_counter()
         self.parts: dict[str, Any] = {}
         self.extra: dict[str, Any] = {}
 
@@ -129,12 +130,14 @@ class FitLoop:
         if self.device.type == "cuda":
             torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
         self.step, self.history = state["step"], state["history"]
+        self.started = time.perf_counter() - state["wall_s"]
         self.extra.update(state["extra"])
 
     def state(self) -> dict[str, Any]:
         """Everything `start` needs to continue after the steps done so far."""
         cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
         return cpu_copy({"step": self.step, "history": list(self.history), "extra": self.extra,
+                         "wall_s": self.wall_s(),
                          "parts": {k: p.state_dict() for k, p in self.parts.items()},
                          "order": self.order.state_dict(),
                          "rng": {"cpu": torch.get_rng_state(), "cuda": cuda}})
@@ -156,6 +159,10 @@ class FitLoop:
             pos = torch.zeros(1, dtype=torch.int64)
         return Shard(rows[pos].to(self.device), pos.to(self.device), count, len(rows))
 
+    def wall_s(self) -> float:
+        """Seconds spent in this fit so far, the runs before a resume included."""
+        return time.perf_counter() - self.started
+
     def epoch(self, step: int) -> int:
         return step // self.per_epoch
 
@@ -174,6 +181,14 @@ class FitLoop:
         if self.world == 1:
             return per_item.mean()
         return per_item[:shard.count].sum() * (self.world / (shard.size * per_item[0].numel()))
+
+    def finish(self, *nets: nn.Module) -> None:
+        """Rank 0's buffers (batch-norm statistics: each rank's come from its own slices) in
+        every rank's `nets`, so that all ranks end with the same weights."""
+        if self.world > 1:
+            for net in nets:
+                for buffer in net.buffers():
+                    dist.broadcast(buffer, src=0)
 
     def value(self, loss: Tensor) -> float:
         """The global batch's value of a loss made by `mean` (the ranks' shares summed)."""

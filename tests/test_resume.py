@@ -31,11 +31,13 @@ def codes(n: int, seed: int) -> CodeSet:
                    torch.randint(0, 3, (n,), generator=g))
 
 
-def fit_prior(name: str, checkpoint, progress) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+def fit_prior(name: str, checkpoint, progress,
+              n_train: int = 20) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
     cls = get_prior(name)
     prior = cls(cls.preset("tiny"), num_codes=K, grid=GRID, num_classes=3 if cls.conditional else 0,
                 codebook=torch.randn(K, 4, generator=torch.Generator().manual_seed(0)))
-    summary = prior.fit(codes(20, 0), codes(6, 1), seed=3, progress=progress, checkpoint=checkpoint)
+    summary = prior.fit(codes(n_train, 0), codes(6, 1), seed=3, progress=progress,
+                        checkpoint=checkpoint)
     return prior.state_dict(), summary
 
 
@@ -117,11 +119,12 @@ BACKBONE_TRAIN = TrainConfig(epochs=6, batch_size=8, seed=2)  # 20 images: 2 ste
 BACKBONE_STEPS = 12  # dead-code restarts at the 1st and the 11th update
 
 
-def train_backbone(checkpoint, progress) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+def train_backbone(checkpoint, progress, cfg: TrainConfig = BACKBONE_TRAIN
+                   ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
     images = np.random.default_rng(0).integers(0, 256, (20, 16, 16), dtype=np.uint8)
     torch.manual_seed(0)
     model = VQVAE(BACKBONE)
-    summary = train_vqvae(model, images, BACKBONE_TRAIN, device=torch.device("cpu"),
+    summary = train_vqvae(model, images, cfg, device=torch.device("cpu"),
                           progress=progress, checkpoint=checkpoint)
     return model.state_dict(), summary
 

@@ -114,13 +114,15 @@ def train_encoder(images: np.ndarray, cfg: MriConfig, *, seed: int, device: torc
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / cfg.steps)))
     parts = {"model": model, "opt": opt, "sched": sched}
-    run = resume(checkpoint, parts, generators, TrainState(values={"loss": math.nan, "train_s": 0.0}))
+    run = resume(checkpoint, parts, generators,
+                 TrainState(values={"loss": math.nan, "train_s": 0.0}))
     data = torch.from_numpy(np.array(images, dtype=np.uint8, copy=True))  # memmaps are read-only
     progress, start = progress or NullProgress(), time.perf_counter() - run.values["train_s"]
     start_progress(progress, "mri extractor: self-supervised training", cfg.steps, run)
     try:
         for step in range(run.step, cfg.steps):
-            idx = torch.randint(0, len(data), (min(cfg.batch_size, len(data)),), generator=generators["batches"])
+            idx = torch.randint(0, len(data), (min(cfg.batch_size, len(data)),),
+                                generator=generators["batches"])
             x = data[idx].to(device).float().div_(255).unsqueeze(1)  # (B, 1, H, W)
             loss = nt_xent(model.head(model(two_views(x, generators["augment"]))), cfg.temperature)
             opt.zero_grad(set_to_none=True)
