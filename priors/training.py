@@ -22,7 +22,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from priors.base import Checkpoint, Progress, epoch_count
+from priors.base import Checkpoint, NullCheckpoint, Progress, epoch_count
 
 
 def rank_world() -> tuple[int, int]:
@@ -97,8 +97,10 @@ class FitLoop:
         self.order = EpochOrder(n, batch_size, self.per_epoch, torch.Generator().manual_seed(seed))
         self.epochs = epoch_count(n, batch_size, total_steps)
         self.total, self.device = total_steps, device
-        self.checkpoint, self.progress = checkpoint, progress
         self.rank, self.world = rank_world()
+        # rank 0 alone reads and writes the checkpoint; the others get its state
+        self.checkpoint = checkpoint if self.rank == 0 else NullCheckpoint()
+        self.progress = progress
         self.step, self.history, self.started = 0, [], time.perf_counter()
         self.parts: dict[str, Any] = {}
         self.extra: dict[str, Any] = {}
@@ -109,7 +111,7 @@ class FitLoop:
         checkpoint if there is one, start the progress bar (one tick per epoch) at the epochs
         done, and return the fit's running values: `extra`, or the saved ones."""
         self.parts, self.extra = parts, extra
-        state = self.checkpoint.load() if self.rank == 0 else None
+        state = self.checkpoint.load()
         if self.world > 1:
             box = [state]
             dist.broadcast_object_list(box, src=0)
@@ -148,7 +150,7 @@ class FitLoop:
         while self.step < self.total:
             yield self.step
             self.step += 1
-            if self.rank == 0 and self.checkpoint.due(self.step):
+            if self.checkpoint.due(self.step):
                 self.checkpoint.save(self.state())
 
     def batch(self, step: int) -> Shard:

@@ -99,7 +99,9 @@ def train_vqvae(model: VQVAE, images: np.ndarray, cfg: TrainConfig, *, device: t
                        torch.Generator().manual_seed(cfg.seed))
     parts = {"model": model, "opt": opt, "sched": sched, "order": order}
     generators = {"restarts": torch.Generator().manual_seed(cfg.seed + 1)}  # dead-code picks
-    run = resume(checkpoint, parts, generators,
+    if rank:  # rank 0 alone reads and writes the checkpoint; the others get its state
+        checkpoint = NullCheckpoint()
+    run = resume(from_rank0(checkpoint.load()), parts, generators,
                  TrainState(values={"seen": 0, "mse": float("nan"), "wall_s": 0.0, "updates": 0}))
     model.quantizer.updates = run.values["updates"]
     net, t0 = data_parallel(model), time.perf_counter() - run.values["wall_s"]
@@ -182,12 +184,10 @@ class TrainState:
     values: dict[str, Any] = field(default_factory=dict)  # running values: last loss, wall s, ...
 
 
-def resume(checkpoint: Checkpoint, parts: dict[str, Any], generators: dict[str, torch.Generator],
-           fresh: TrainState) -> TrainState:
-    """The checkpoint's last state, loaded into `parts` (objects with state_dict /
-    load_state_dict) and `generators`; `fresh` if it holds none. Under torch.distributed rank 0
-    reads the checkpoint and every rank gets its state."""
-    state = from_rank0(checkpoint.load() if rank_world()[0] == 0 else None)
+def resume(state: dict[str, Any] | None, parts: dict[str, Any],
+           generators: dict[str, torch.Generator], fresh: TrainState) -> TrainState:
+    """A checkpoint's state (from `Checkpoint.load`) loaded into `parts` (objects with
+    state_dict / load_state_dict) and `generators`; `fresh` if there is none."""
     if state is None:
         return fresh
     for name, part in parts.items():
@@ -199,8 +199,8 @@ def resume(checkpoint: Checkpoint, parts: dict[str, Any], generators: dict[str, 
 
 def save_if_due(checkpoint: Checkpoint, run: TrainState, parts: dict[str, Any],
                 generators: dict[str, torch.Generator]) -> None:
-    """Rank 0 saves everything `resume` needs when the checkpoint says it is due."""
-    if rank_world()[0] == 0 and checkpoint.due(run.step):
+    """Save everything `resume` needs when the checkpoint says it is due."""
+    if checkpoint.due(run.step):
         checkpoint.save(cpu_copy({
             "step": run.step, "history": run.history, "values": run.values,
             "parts": {name: part.state_dict() for name, part in parts.items()},

@@ -114,7 +114,7 @@ def train_encoder(images: np.ndarray, cfg: MriConfig, *, seed: int, device: torc
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / cfg.steps)))
     parts = {"model": model, "opt": opt, "sched": sched}
-    run = resume(checkpoint, parts, generators,
+    run = resume(checkpoint.load(), parts, generators,
                  TrainState(values={"loss": math.nan, "train_s": 0.0}))
     data = torch.from_numpy(np.array(images, dtype=np.uint8, copy=True))  # memmaps are read-only
     progress, start = progress or NullProgress(), time.perf_counter() - run.values["train_s"]
