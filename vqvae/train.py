@@ -89,12 +89,9 @@ def train_vqvae(model: VQVAE, images: np.ndarray, cfg: TrainConfig, *, device: t
     model.to(device).train()
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = max(1, images.shape[0] // cfg.batch_size)
     total = cfg.epochs * steps_per_epoch
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total,
-                                                pct_start=0.05, final_div_factor=20)
+    opt, sched = _optimiser(model, cfg, total)
     order = EpochOrder(images.shape[0], cfg.batch_size, steps_per_epoch,
                        torch.Generator().manual_seed(cfg.seed))
     parts = {"model": model, "opt": opt, "sched": sched, "order": order}
@@ -122,6 +119,14 @@ def train_vqvae(model: VQVAE, images: np.ndarray, cfg: TrainConfig, *, device: t
     wall_s = time.perf_counter() - t0
     return {"train_wall_s": wall_s, "train_images_per_s": run.values["seen"] / wall_s,
             "final_mse": run.values["mse"], "steps": float(total)}
+
+
+def _optimiser(model: VQVAE, cfg: TrainConfig, total_steps: int) -> tuple[Any, Any]:
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total_steps,
+                                                pct_start=0.05, final_div_factor=20)
+    return opt, sched
 
 
 def _train_step(net: nn.Module, opt: torch.optim.Optimizer, sched: Any, x: Tensor,
