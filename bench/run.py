@@ -349,7 +349,7 @@ def fit_and_score(cfg: RunConfig, prior: Prior, shared: Shared, ctx: ScoringCont
                             code_set(export, "val", conditional), seed=cfg.seed,
                             progress=sc.progress,
                             **with_checkpoint(prior.fit, sc.store.checkpoint(art)))
-    fit_s = time.perf_counter() - t0
+    fit_s = fit_summary.get("train_wall_s", time.perf_counter() - t0)  # counts resumed parts
     bits = bits_per_code_on(prior, code_set(export, "test", conditional))
     labels = sample_labels(n, export, conditional)
     sync(device)

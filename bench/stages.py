@@ -94,7 +94,8 @@ def stage_backbone(preset: Preset, ds: ImageDataset, seed: int,
         meta = {"data_fingerprint": ds.fingerprint, "dataset": ds.spec,
                 "image_size": preset.resolution, "train": dataclasses.asdict(train_cfg),
                 "summary": summary, "device": str(sc.device),
-                "curve": sc.progress.curve("backbone")}
+                "curve": sc.progress.curve(next((k for k in sc.progress.history
+                                                 if k.startswith("backbone")), "backbone"))}
         digest = save_backbone(model.cpu(), directory, meta)
         err_console.print(f"backbone: trained in {summary['train_wall_s']:.0f}s ({digest[:12]})")
 

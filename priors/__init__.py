@@ -4,12 +4,15 @@ from priors.base import (
     ENTRY_POINT_GROUP,
     PRESETS,
     REGISTRY,
+    Checkpoint,
     CodeSet,
     NoLikelihoodError,
+    NullCheckpoint,
     NullProgress,
     Prior,
     PriorError,
     Progress,
+    accepts_checkpoint,
     available_priors,
     get_prior,
     register_prior,
@@ -18,6 +21,7 @@ from priors import (  # noqa: F401  (registers the built-ins)
     dcgan, gated_pixelcnn, pixelcnn, transformer, uniform, unigram)
 
 __all__ = [
-    "ENTRY_POINT_GROUP", "PRESETS", "REGISTRY", "CodeSet", "NoLikelihoodError", "NullProgress",
-    "Prior", "PriorError", "Progress", "available_priors", "get_prior", "register_prior",
+    "ENTRY_POINT_GROUP", "PRESETS", "REGISTRY", "Checkpoint", "CodeSet", "NoLikelihoodError",
+    "NullCheckpoint", "NullProgress", "Prior", "PriorError", "Progress", "accepts_checkpoint",
+    "available_priors", "get_prior", "register_prior",
 ]

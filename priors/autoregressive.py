@@ -18,8 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from priors.base import (CodeSet, Prior, PriorError, Progress, epoch_batches, epoch_count,
+from priors.base import (Checkpoint, CodeSet, NullCheckpoint, Prior, PriorError, Progress,
                          gumbel_noise, require, seeded, step_budget)
+from priors.training import FitLoop, Shard, data_parallel
 
 
 @dataclass(frozen=True)
@@ -224,59 +225,75 @@ class AutoregressivePrior(Prior):
             out.append(-self._nll(c, lab).double().sum(dim=(1, 2)))
         return torch.cat(out) if out else codes.new_zeros(0, dtype=torch.float64)  # (N,) nats
 
-    def _nll(self, codes: Tensor, labels: Tensor | None) -> Tensor:
-        logits = self.net(codes, labels).float()  # (N, K, h, w)
+    def _nll(self, codes: Tensor, labels: Tensor | None, net: nn.Module | None = None) -> Tensor:
+        logits = (net or self.net)(codes, labels).float()  # (N, K, h, w)
         return F.cross_entropy(logits, codes, reduction="none")  # (N, h, w) nats
 
     # -- training ------------------------------------------------------------------------------
 
-    def fit(self, train: CodeSet, val: CodeSet, *, seed: int, progress: Progress) -> dict[str, float]:
+    def fit(self, train: CodeSet, val: CodeSet, *, seed: int, progress: Progress,
+            checkpoint: Checkpoint = NullCheckpoint()) -> dict[str, float]:
         if len(train) == 0 or len(val) == 0:
             raise PriorError(f"fit needs non-empty train and val, got {len(train)} and {len(val)}")
         with seeded(seed, self.device):
             self.net = self.build_net().to(self.device)
-            return self._train(train, val, seed, progress)
+            return self._train(train, val, seed, progress, checkpoint)
 
-    def _train(self, train: CodeSet, val: CodeSet, seed: int, progress: Progress) -> dict[str, float]:
+    def _train(self, train: CodeSet, val: CodeSet, seed: int, progress: Progress,
+               checkpoint: Checkpoint) -> dict[str, float]:
         cfg = self.config
         codes = self.check_codes(train.codes)
         labels = self.check_labels(train.labels, len(train))
         total = step_budget(len(train), cfg.batch_size, cfg.epochs, cfg.max_steps)
         opt = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg, total))
-        order = torch.Generator().manual_seed(seed)
-        best_nats, best_epoch, best_state = math.inf, -1, None
-        progress.start(f"fit {self.name}", total=epoch_count(len(train), cfg.batch_size, total))
+        loop = FitLoop(n=len(train), batch_size=cfg.batch_size, total_steps=total, seed=seed,
+                       device=self.device, checkpoint=checkpoint, progress=progress)
+        run = loop.start(f"fit {self.name}", {"net": self.net, "opt": opt, "sched": sched},
+                         {"best_nats": math.inf, "best_epoch": -1, "best_state": None,
+                          "epoch_nats": 0.0, "epoch_steps": 0})
+        model = data_parallel(self.net)
         try:
-            for epoch, batches in enumerate(epoch_batches(len(train), cfg.batch_size, total, order,
-                                                          self.device)):
+            for step in loop.steps():
+                shard = loop.batch(step)
                 self.net.train()
-                train_nats = sum(self._step(opt, sched, codes[idx],
-                                            None if labels is None else labels[idx])
-                                 for idx in batches) / len(batches)
-                val_nats = self.mean_nats_per_code(val)
-                if val_nats < best_nats:
-                    best_nats, best_epoch = val_nats, epoch
-                    best_state = copy.deepcopy(self.net.state_dict())
-                progress.advance(1, val_bits_per_code=val_nats / math.log(2),
-                                 train_bits_per_code=train_nats / math.log(2))
+                run["epoch_nats"] += self._step(opt, sched, codes[shard.idx],
+                                                None if labels is None else labels[shard.idx],
+                                                model=model, loop=loop, shard=shard)
+                run["epoch_steps"] += 1
+                if loop.epoch_end(step):
+                    self._end_epoch(val, loop, run, loop.epoch(step))
         finally:
             progress.stop()
-        self.net.load_state_dict(best_state)
+        loop.finish(self.net)
+        self.net.load_state_dict(run["best_state"])
         self.net.eval()
-        return {"val_bits_per_code": best_nats / math.log(2), "best_epoch": float(best_epoch)}
+        return {"val_bits_per_code": run["best_nats"] / math.log(2),
+                "best_epoch": float(run["best_epoch"]), "train_wall_s": loop.wall_s()}
+
+    def _end_epoch(self, val: CodeSet, loop: FitLoop, run: dict[str, Any], epoch: int) -> None:
+        """Score val (on every rank, all of it: the same number whatever the world size);
+        keep the best epoch's weights."""
+        val_nats = self.mean_nats_per_code(val)
+        if val_nats < run["best_nats"]:
+            run.update(best_nats=val_nats, best_epoch=epoch,
+                       best_state=copy.deepcopy(self.net.state_dict()))
+        loop.advance(val_bits_per_code=val_nats / math.log(2),
+                     train_bits_per_code=run["epoch_nats"] / run["epoch_steps"] / math.log(2))
+        run.update(epoch_nats=0.0, epoch_steps=0)
 
     def _step(self, opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LambdaLR,
-              codes: Tensor, labels: Tensor | None) -> float:
+              codes: Tensor, labels: Tensor | None, *, model: nn.Module, loop: FitLoop,
+              shard: Shard) -> float:
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-            loss = self._nll(codes, labels).mean()  # nats / code
+            loss = loop.mean(self._nll(codes, labels, model), shard)  # nats / code
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if self.config.grad_clip > 0:
             nn.utils.clip_grad_norm_(self.net.parameters(), self.config.grad_clip)
         opt.step()
         sched.step()
-        return float(loss.detach())
+        return loop.value(loss)
 
     def mean_nats_per_code(self, split: CodeSet) -> float:
         total = -self.log_prob(split.codes, split.labels).sum()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import inspect
 import math
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
@@ -76,6 +77,34 @@ class NullProgress:
         pass
 
 
+class Checkpoint(Protocol):
+    """Where a fit keeps its resumable training state. `bench` passes one backed by its
+    artefact store; `NullCheckpoint` (the default) never saves. Under torch.distributed only
+    rank 0 calls it: every rank holds the same state at a step boundary."""
+
+    def load(self) -> dict[str, Any] | None: ...  # last saved training state, or None: start fresh
+    def save(self, state: dict[str, Any]) -> None: ...  # atomic; round-trips through torch.save /
+    # torch.load(weights_only=True): tensors, numbers, strings, None, lists, tuples and dicts
+    def due(self, step: int) -> bool: ...  # save now, after `step` finished steps?
+
+
+class NullCheckpoint:
+    def load(self) -> dict[str, Any] | None:
+        return None
+
+    def save(self, state: dict[str, Any]) -> None:
+        pass
+
+    def due(self, step: int) -> bool:
+        return False
+
+
+def accepts_checkpoint(prior: "type[Prior] | Prior") -> bool:
+    """True when `prior.fit` takes a `checkpoint` keyword (the built-in trainable priors do;
+    outside plug-ins may not, and are then fitted without one)."""
+    return "checkpoint" in inspect.signature(prior.fit).parameters
+
+
 class Prior(ABC):
     """A generative model over (h, w) grids of K discrete codes.
 
@@ -123,7 +152,8 @@ class Prior(ABC):
 
     @abstractmethod
     def fit(self, train: CodeSet, val: CodeSet, *, seed: int, progress: Progress) -> dict[str, float]:
-        """Train on `train`, monitor on `val`. Returns summary numbers (e.g. final val nats)."""
+        """Train on `train`, monitor on `val`. Returns summary numbers (e.g. final val nats).
+        A fit may also take `checkpoint: Checkpoint` (see `accepts_checkpoint`) to resume."""
 
     @abstractmethod
     def sample(
@@ -221,20 +251,8 @@ def step_budget(n: int, batch_size: int, epochs: int, max_steps: int) -> int:
 
 
 def epoch_count(n: int, batch_size: int, total_steps: int) -> int:
-    """Epochs (the last possibly partial) that `epoch_batches` yields for this budget."""
+    """Epochs (the last possibly partial) of `total_steps` batches of `batch_size` out of n."""
     return math.ceil(total_steps / math.ceil(n / batch_size))
-
-
-def epoch_batches(n: int, batch_size: int, total_steps: int, generator: torch.Generator,
-                  device: torch.device) -> Iterator[list[Tensor]]:
-    """Shuffled minibatch indices, one list per epoch (the last may be cut short), stopping
-    after `total_steps` batches in all."""
-    done = 0
-    while done < total_steps:
-        perm = torch.randperm(n, generator=generator).to(device)
-        batches = list(perm.split(batch_size))[: total_steps - done]
-        done += len(batches)
-        yield batches
 
 
 def check_preset(preset: str) -> None:

@@ -18,9 +18,20 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from priors.base import (CodeSet, Prior, PriorError, Progress, check_preset, epoch_batches, epoch_count,
-                         gumbel_argmax, register_prior, require,
-                         require_positive, seeded, step_budget)
+from priors.base import (Checkpoint, CodeSet, NullCheckpoint, Prior, PriorError, Progress,
+                         check_preset, gumbel_argmax, register_prior, require, require_positive,
+                         seeded, step_budget)
+from priors.training import FitLoop, Shard, data_parallel
+
+
+def hard_gumbel_softmax(logits: Tensor, tau: float, shard: Shard) -> Tensor:
+    """`F.gumbel_softmax(logits, tau, hard=True, dim=1)` (one-hot forward, softmax gradient
+    backward) with its noise drawn for the whole global batch and this rank's rows taken."""
+    shape = (shard.size, *logits.shape[1:])
+    noise = -torch.empty(shape, device=logits.device).exponential_().log()[shard.pos]
+    soft = ((logits + noise) / tau).softmax(1)  # (n, K, h, w)
+    hard = torch.zeros_like(soft).scatter_(1, soft.argmax(1, keepdim=True), 1.0)
+    return hard - soft.detach() + soft
 
 
 class Generator(nn.Module):
@@ -131,52 +142,68 @@ class DCGANPrior(Prior):
     def embed(self, one_hot: Tensor) -> Tensor:  # (N, K, h, w) -> (N, D, h, w)
         return torch.einsum("nkhw,kd->ndhw", one_hot, self.code_vectors)
 
-    def fit(self, train: CodeSet, val: CodeSet, *, seed: int, progress: Progress) -> dict[str, float]:
+    def fit(self, train: CodeSet, val: CodeSet, *, seed: int, progress: Progress,
+            checkpoint: Checkpoint = NullCheckpoint()) -> dict[str, float]:
         if len(train) == 0:
             raise PriorError("fit needs a non-empty train split")
         with seeded(seed, self.device):  # init and training noise
             self._build()
-            return self._train(train, seed, progress)
+            return self._train(train, seed, progress, checkpoint)
 
-    def _train(self, train: CodeSet, seed: int, progress: Progress) -> dict[str, float]:
+    def _train(self, train: CodeSet, seed: int, progress: Progress,
+               checkpoint: Checkpoint) -> dict[str, float]:
         cfg = self.config
         codes = self.check_codes(train.codes)
         labels = self.check_labels(train.labels, len(train))
         opt_g = torch.optim.Adam(self.gen.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
         opt_d = torch.optim.Adam(self.disc.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
-        order = torch.Generator().manual_seed(seed)
+        loop = FitLoop(n=len(train), batch_size=cfg.batch_size, seed=seed, device=self.device,
+                       total_steps=step_budget(len(train), cfg.batch_size, cfg.epochs,
+                                               cfg.max_steps),
+                       checkpoint=checkpoint, progress=progress)
+        run = loop.start(f"fit {self.name}",
+                         {"gen": self.gen, "disc": self.disc, "opt_g": opt_g, "opt_d": opt_d},
+                         {"sums": [0.0, 0.0], "steps": 0, "losses": [math.nan, math.nan]})
+        gen, disc = data_parallel(self.gen), data_parallel(self.disc)
         self.gen.train()
-        total = step_budget(len(train), cfg.batch_size, cfg.epochs, cfg.max_steps)
-        progress.start(f"fit {self.name}", total=epoch_count(len(train), cfg.batch_size, total))
         try:
-            for batches in epoch_batches(len(train), cfg.batch_size, total, order, self.device):
-                losses = [self._step(opt_g, opt_d, codes[idx],
-                                     None if labels is None else labels[idx])
-                          for idx in batches]
-                d_loss, g_loss = (sum(x) / len(losses) for x in zip(*losses))
-                progress.advance(1, g_loss=g_loss, d_loss=d_loss)  # epoch means, nats
+            for step in loop.steps():
+                shard = loop.batch(step)
+                losses = self._step(opt_g, opt_d, codes[shard.idx],
+                                    None if labels is None else labels[shard.idx],
+                                    nets=(gen, disc), loop=loop, shard=shard)
+                run["sums"] = [total + x for total, x in zip(run["sums"], losses)]
+                run["steps"] += 1
+                if loop.epoch_end(step):
+                    run["losses"] = [total / run["steps"] for total in run["sums"]]
+                    loop.advance(g_loss=run["losses"][1], d_loss=run["losses"][0])  # epoch means
+                    run.update(sums=[0.0, 0.0], steps=0)
         finally:
             progress.stop()
             self.gen.eval()
-        return {"d_loss": d_loss, "g_loss": g_loss}
+        loop.finish(self.gen, self.disc)
+        return {"d_loss": run["losses"][0], "g_loss": run["losses"][1],
+                "train_wall_s": loop.wall_s()}
 
-    def _step(self, opt_g, opt_d, real_codes: Tensor, labels: Tensor | None) -> tuple[float, float]:
-        n = real_codes.shape[0]
+    def _step(self, opt_g, opt_d, real_codes: Tensor, labels: Tensor | None, *,
+              nets: tuple[nn.Module, nn.Module], loop: FitLoop,
+              shard: Shard) -> tuple[float, float]:
+        gen, disc = nets  # in DistributedDataParallel under torch.distributed
         real = self.embed(F.one_hot(real_codes, self.num_codes).movedim(-1, 1).float())
-        z = torch.randn(n, self.config.noise_dim, device=self.device)
-        # straight-through: one-hot codes forward, softmax gradients backward
-        fake = self.embed(F.gumbel_softmax(self.gen(z, labels), tau=self.config.tau, hard=True,
-                                           dim=1))  # (n, D, h, w)
-        d_loss = (F.softplus(-self.disc(real, labels)).mean()
-                  + F.softplus(self.disc(fake.detach(), labels)).mean())  # BCE, real=1 fake=0
+        # noise for the whole global batch, this rank's rows: ranks never share noise
+        z = torch.randn(shard.size, self.config.noise_dim, device=self.device)[shard.pos]
+        fake = self.embed(hard_gumbel_softmax(gen(z, labels), self.config.tau,
+                                              shard))  # (n, D, h, w)
+        d_loss = (loop.mean(F.softplus(-disc(real, labels)), shard)
+                  + loop.mean(F.softplus(disc(fake.detach(), labels)), shard))  # BCE, real=1 fake=0
         opt_d.zero_grad(set_to_none=True)
         d_loss.backward()
         opt_d.step()
-        g_loss = F.softplus(-self.disc(fake, labels)).mean()  # non-saturating
+        g_loss = loop.mean(F.softplus(-disc(fake, labels)), shard)  # non-saturating
         opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         opt_g.step()
-        return float(d_loss.detach()), float(g_loss.detach())
+        return loop.value(d_loss), loop.value(g_loss)
 
     @torch.no_grad()
     def sample(self, n: int, *, generator: torch.Generator, labels: Tensor | None = None) -> Tensor:

@@ -8,19 +8,13 @@ import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 import priors
-from priors.base import epoch_batches, step_budget
+from priors.base import step_budget
 
 
 @pytest.mark.parametrize("n,batch,epochs,cap,expected", [
     (100, 32, 3, 0, 12), (100, 32, 3, 5, 5), (100, 32, 3, 50, 12), (64, 32, 2, 3, 3)])
 def test_step_budget(n, batch, epochs, cap, expected):
     assert step_budget(n, batch, epochs, cap) == expected
-
-
-def test_epoch_batches_stop_at_the_budget_and_cover_each_epoch_once():
-    epochs = list(epoch_batches(10, 4, 5, torch.Generator().manual_seed(0), torch.device("cpu")))
-    assert [len(b) for b in epochs] == [3, 2]
-    assert sorted(torch.cat(epochs[0]).tolist()) == list(range(10))
 
 
 class CountingProgress(priors.NullProgress):

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vqvae.distributed import all_reduce_sum_, gather_rows
+
 RESTART_EVERY = 10  # EMA updates between dead-code checks (each check syncs with the host)
 DEAD_BELOW = 1.0  # EMA assignments per update under which a code counts as dead
 
@@ -110,6 +112,9 @@ class Quantizer(nn.Module):
     codebook loss. Either way, with `restart_dead`, codes whose EMA usage falls below
     DEAD_BELOW are re-seeded from random encoder outputs of the batch, drawn from the
     `generator` given to `forward` (torch's global RNG when it is None).
+    Under torch.distributed (each rank quantizing its slice of one global batch) the usage
+    statistics are summed over ranks and restarts pick from the gathered encoder outputs with
+    the same generator on every rank: the codebook stays the same on every rank.
     """
 
     def __init__(self, cfg: VQVAEConfig) -> None:
@@ -168,15 +173,17 @@ class Quantizer(nn.Module):
     def _update(self, z_e: Tensor, codes: Tensor, generator: torch.Generator | None) -> None:
         flat = z_e.permute(0, 2, 3, 1).reshape(-1, self.D)  # (M, D)
         onehot = F.one_hot(codes.reshape(-1), self.K).type_as(flat)  # (M, K)
-        self.ema_size.mul_(self.decay).add_(onehot.sum(0), alpha=1 - self.decay)
+        counts = all_reduce_sum_(onehot.sum(0))  # (K,) over the global batch
+        self.ema_size.mul_(self.decay).add_(counts, alpha=1 - self.decay)
         if self.ema:
-            self.ema_sum.mul_(self.decay).add_(onehot.t() @ flat, alpha=1 - self.decay)
+            self.ema_sum.mul_(self.decay).add_(all_reduce_sum_(onehot.t() @ flat),
+                                               alpha=1 - self.decay)
             n = self.ema_size.sum()
             size = (self.ema_size + 1e-5) / (n + self.K * 1e-5) * n  # Laplace smoothing
             self.codebook.data.copy_(self.ema_sum / size.unsqueeze(1))
         self.updates += 1
         if self.restart_dead and self.updates % RESTART_EVERY == 1:
-            self._restart_dead(flat, generator)
+            self._restart_dead(gather_rows(flat), generator)  # every rank's rows, same picks
 
     def _restart_dead(self, flat: Tensor, generator: torch.Generator | None) -> None:
         """Dead: fewer than DEAD_BELOW assignments per update on EMA average. Re-seeded from

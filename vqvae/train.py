@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
+from vqvae.distributed import all_reduce_sum_, cpu_copy, data_parallel, from_rank0, rank_world
 from vqvae.model import VQVAE
 
 
@@ -18,6 +19,27 @@ class Progress(Protocol):
     def start(self, description: str, total: int | None) -> None: ...
     def advance(self, n: int = 1, **metrics: float) -> None: ...
     def stop(self) -> None: ...
+
+
+class Checkpoint(Protocol):
+    """Where a training loop keeps its resumable state (`priors.base.Checkpoint`'s twin: the
+    libraries do not import each other). Under torch.distributed only rank 0 calls it."""
+
+    def load(self) -> dict[str, Any] | None: ...  # last saved training state, or None: start fresh
+    def save(self, state: dict[str, Any]) -> None: ...  # atomic; round-trips through torch.save /
+    # torch.load(weights_only=True): tensors, numbers, strings, None, lists, tuples and dicts
+    def due(self, step: int) -> bool: ...  # save now, after `step` finished steps?
+
+
+class NullCheckpoint:
+    def load(self) -> dict[str, Any] | None:
+        return None
+
+    def save(self, state: dict[str, Any]) -> None:
+        pass
+
+    def due(self, step: int) -> bool:
+        return False
 
 
 @dataclass(frozen=True)
@@ -55,51 +77,62 @@ def train_autocast(device: torch.device):
 
 
 def train_vqvae(model: VQVAE, images: np.ndarray, cfg: TrainConfig, *, device: torch.device,
-                progress: Progress) -> dict[str, float]:
-    """Train `model` from scratch, in place, on (N, H, W) uint8 images: its weights are redrawn
-    from cfg.seed, which also draws the batch order and the dead-code restarts (torch's global
-    RNG is not used). Returns summary numbers."""
+                progress: Progress, checkpoint: Checkpoint = NullCheckpoint()) -> dict[str, float]:
+    """Train `model` from scratch, in place, on (N, H, W) uint8 images: weights redrawn from
+    cfg.seed, which also seeds the batch order and the dead-code restarts (torch's global RNG
+    is not used). Returns summary numbers.
+
+    Continues from the checkpoint's last state if it holds one (bitwise the same weights as an
+    uninterrupted run, on CPU). Under torch.distributed each rank trains on its equal slice of
+    every global batch of `cfg.batch_size` images, in DistributedDataParallel."""
     if images.ndim != 3 or images.dtype != np.uint8:
         raise ValueError(f"images must be (N, H, W) uint8, got {images.shape} {images.dtype}")
-    model.reset_parameters(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)  # batch order, then restarts as they come
+    model.reset_parameters(cfg.seed)  # init from cfg.seed; a resumed state replaces it below
+    rank, world = rank_world()
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size must be a multiple of the {world} ranks, "
+                         f"got {cfg.batch_size}")
     model.to(device).train()
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    n = images.shape[0]
-    steps_per_epoch = max(1, n // cfg.batch_size)
+    steps_per_epoch = max(1, images.shape[0] // cfg.batch_size)
     total = cfg.epochs * steps_per_epoch
-    sched = one_cycle(opt, cfg, total)
-    progress.start("backbone", total)
-    t0, seen, recon, last_lr = time.perf_counter(), 0, float("nan"), cfg.lr
+    opt, sched = _optimiser(model, cfg, total)
+    order = EpochOrder(images.shape[0], cfg.batch_size, steps_per_epoch,
+                       torch.Generator().manual_seed(cfg.seed))
+    parts = {"model": model, "opt": opt, "sched": sched, "order": order}
+    generators = {"restarts": torch.Generator().manual_seed(cfg.seed + 1)}  # dead-code picks
+    if rank:  # rank 0 alone reads and writes the checkpoint; the others get its state
+        checkpoint = NullCheckpoint()
+    run = resume(from_rank0(checkpoint.load()), parts, generators,
+                 TrainState(values={"seen": 0, "mse": float("nan"), "wall_s": 0.0, "updates": 0}))
+    model.quantizer.updates = run.values["updates"]
+    net, t0 = data_parallel(model), time.perf_counter() - run.values["wall_s"]
+    start_progress(progress, "backbone", total, run)
     try:
-        for _ in range(cfg.epochs):
-            order = torch.randperm(n, generator=gen).numpy()
-            for s in range(steps_per_epoch):
-                idx = np.sort(order[s * cfg.batch_size:(s + 1) * cfg.batch_size])
-                x = to_float(images[idx], device)
-                if device.type == "cuda":
-                    x = x.contiguous(memory_format=torch.channels_last)
-                with train_autocast(device):
-                    x_hat, vq_loss, _ = model(x, gen)
-                    rec = F.mse_loss(x_hat.float(), x)
-                    loss = rec + vq_loss
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                last_lr = sched.get_last_lr()[0]  # the lr this step used
-                sched.step()
-                seen += len(idx)
-                recon = float(rec.detach())
-                progress.advance(1, mse=recon)
+        for step in range(run.step, total):
+            idx = np.sort(order.batch(step).numpy()).reshape(world, -1)[rank]  # this rank's slice
+            x = to_float(images[idx], device)
+            mse, lr = _train_step(net, opt, sched, x, generators["restarts"])
+            run.step = step + 1
+            run.values.update(seen=run.values["seen"] + cfg.batch_size, mse=mse,
+                              wall_s=time.perf_counter() - t0, updates=model.quantizer.updates,
+                              lr=lr)
+            advance(progress, run, mse=mse)
+            save_if_due(checkpoint, run, parts, generators)
     finally:
         progress.stop()
-    wall_s = time.perf_counter() - t0
     model.eval()
-    return {"train_wall_s": wall_s, "train_images_per_s": seen / wall_s, "final_mse": recon,
-            "steps": float(total), "final_lr": last_lr}
+    wall_s = time.perf_counter() - t0
+    return {"train_wall_s": wall_s, "train_images_per_s": run.values["seen"] / wall_s,
+            "final_mse": run.values["mse"], "steps": float(total),
+            "final_lr": run.values.get("lr", cfg.lr)}
+
+
+def _optimiser(model: VQVAE, cfg: TrainConfig, total_steps: int) -> tuple[Any, Any]:
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return opt, one_cycle(opt, cfg, total_steps)
 
 
 def one_cycle(opt: torch.optim.Optimizer, cfg: TrainConfig,
@@ -111,6 +144,105 @@ def one_cycle(opt: torch.optim.Optimizer, cfg: TrainConfig,
     return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total_steps,
                                                pct_start=0.05, div_factor=div,
                                                final_div_factor=1 / (div * cfg.final_lr_frac))
+
+
+def _train_step(net: nn.Module, opt: torch.optim.Optimizer, sched: Any, x: Tensor,
+                restarts: torch.Generator) -> tuple[float, float]:
+    """One AdamW step on a batch (B, 1, H, W); returns the global batch's reconstruction MSE
+    and the lr the step used."""
+    if x.device.type == "cuda":
+        x = x.contiguous(memory_format=torch.channels_last)
+    with train_autocast(x.device):
+        x_hat, vq_loss, _ = net(x, restarts)
+        rec = F.mse_loss(x_hat.float(), x)
+        loss = rec + vq_loss
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    lr = sched.get_last_lr()[0]
+    sched.step()
+    world = rank_world()[1]
+    if world == 1:
+        return float(rec.detach()), lr
+    return float(all_reduce_sum_(rec.detach().clone())) / world, lr  # equal slices: mean of means
+
+
+# -- resumable loops (the backbone's here, the mri extractor's in bench) ------------------------
+
+
+class EpochOrder:
+    """One permutation of range(n) per epoch, drawn from `generator`, cut into `per_epoch`
+    batches of `batch_size`; steps are asked for in increasing order. Its state is the
+    generator before the current epoch's permutation and the permutations drawn, so a restored
+    order redraws that permutation and continues mid-epoch."""
+
+    def __init__(self, n: int, batch_size: int, per_epoch: int,
+                 generator: torch.Generator) -> None:
+        self.n, self.batch_size, self.per_epoch = n, batch_size, per_epoch
+        self.generator = generator
+        self.drawn, self.before = 0, generator.get_state()
+        self.perm = torch.empty(0, dtype=torch.int64)
+
+    def batch(self, step: int) -> Tensor:  # (batch_size,) int64 rows, CPU
+        epoch, i = divmod(step, self.per_epoch)
+        while self.drawn <= epoch:
+            self.before = self.generator.get_state()
+            self.perm = torch.randperm(self.n, generator=self.generator)
+            self.drawn += 1
+        return self.perm[i * self.batch_size:(i + 1) * self.batch_size]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"generator": self.before, "drawn": self.drawn}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+        self.before, self.drawn = state["generator"], max(0, state["drawn"] - 1)
+
+
+@dataclass
+class TrainState:
+    """A training loop's position besides its nets, optimisers and generators."""
+
+    step: int = 0  # optimisation steps done
+    history: list[dict[str, float]] = field(default_factory=list)  # progress metrics per step
+    values: dict[str, Any] = field(default_factory=dict)  # running values: last loss, wall s, ...
+
+
+def resume(state: dict[str, Any] | None, parts: dict[str, Any],
+           generators: dict[str, torch.Generator], fresh: TrainState) -> TrainState:
+    """A checkpoint's state (from `Checkpoint.load`) loaded into `parts` (objects with
+    state_dict / load_state_dict) and `generators`; `fresh` if there is none."""
+    if state is None:
+        return fresh
+    for name, part in parts.items():
+        part.load_state_dict(state["parts"][name])
+    for name, generator in generators.items():
+        generator.set_state(state["generators"][name])
+    return TrainState(state["step"], state["history"], state["values"])
+
+
+def save_if_due(checkpoint: Checkpoint, run: TrainState, parts: dict[str, Any],
+                generators: dict[str, torch.Generator]) -> None:
+    """Save everything `resume` needs when the checkpoint says it is due."""
+    if checkpoint.due(run.step):
+        checkpoint.save(cpu_copy({
+            "step": run.step, "history": run.history, "values": run.values,
+            "parts": {name: part.state_dict() for name, part in parts.items()},
+            "generators": {name: g.get_state() for name, g in generators.items()}}))
+
+
+def start_progress(progress: Progress, description: str, total: int, run: TrainState) -> None:
+    """Start the bar at the steps done, their metrics replayed ("resumed at step k")."""
+    if run.step:
+        description += f" (resumed at step {run.step})"
+    progress.start(description, total)
+    for metrics in run.history:
+        progress.advance(1, **metrics)
+
+
+def advance(progress: Progress, run: TrainState, **metrics: float) -> None:
+    run.history.append({k: float(v) for k, v in metrics.items()})
+    progress.advance(1, **metrics)
 
 
 @torch.no_grad()

@@ -24,8 +24,10 @@ from bench.errors import ArtefactError, BenchError
 from bench.extractors.augment import two_views
 from bench.extractors.base import FeatureExtractor
 from bench.store import Artefact, Store, load_tensors, read_json, save_tensors, write_json_atomic
-from priors.base import seeded
+from priors import NullProgress, Progress
 from vqvae.io import tensors_hash
+from vqvae.train import (Checkpoint, NullCheckpoint, TrainState, advance, resume, save_if_due,
+                         start_progress)
 
 PRESETS = ("tiny", "quick", "full")
 CACHE_FORMAT = 1  # bump when the architecture or training recipe changes meaning
@@ -100,34 +102,41 @@ def nt_xent(z: Tensor, temperature: float) -> Tensor:
 
 
 def train_encoder(images: np.ndarray, cfg: MriConfig, *, seed: int, device: torch.device,
-                  progress=None) -> tuple[Encoder, dict[str, float]]:
-    """Train an encoder on uint8 images (N, H, W); returns it frozen (eval) with stats."""
-    with seeded(seed, torch.device("cpu")):  # init on the CPU; the caller's RNG untouched
+                  progress: Progress | None = None,
+                  checkpoint: Checkpoint = NullCheckpoint()) -> tuple[Encoder, dict[str, float]]:
+    """Train an encoder on uint8 images (N, H, W); returns it frozen (eval) with stats.
+    Continues from the checkpoint's last state if it holds one (bitwise, on CPU)."""
+    with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's RNG
+        torch.manual_seed(seed)
         model = Encoder(cfg).to(device)
-    g = torch.Generator(device=device).manual_seed(seed)
-    g_idx = torch.Generator().manual_seed(seed + 1)
+    generators = {"augment": torch.Generator(device=device).manual_seed(seed),
+                  "batches": torch.Generator().manual_seed(seed + 1)}
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / cfg.steps)))
+    parts = {"model": model, "opt": opt, "sched": sched}
+    run = resume(checkpoint.load(), parts, generators,
+                 TrainState(values={"loss": math.nan, "train_s": 0.0}))
     data = torch.from_numpy(np.array(images, dtype=np.uint8, copy=True))  # memmaps are read-only
-    start, loss = time.perf_counter(), torch.tensor(float("nan"))
-    if progress is not None:
-        progress.start("mri extractor: self-supervised training", cfg.steps)
+    progress, start = progress or NullProgress(), time.perf_counter() - run.values["train_s"]
+    start_progress(progress, "mri extractor: self-supervised training", cfg.steps, run)
     try:
-        for _ in range(cfg.steps):
-            idx = torch.randint(0, len(data), (min(cfg.batch_size, len(data)),), generator=g_idx)
+        for step in range(run.step, cfg.steps):
+            idx = torch.randint(0, len(data), (min(cfg.batch_size, len(data)),),
+                                generator=generators["batches"])
             x = data[idx].to(device).float().div_(255).unsqueeze(1)  # (B, 1, H, W)
-            loss = nt_xent(model.head(model(two_views(x, g))), cfg.temperature)
+            loss = nt_xent(model.head(model(two_views(x, generators["augment"]))), cfg.temperature)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
-            if progress is not None:
-                progress.advance(1, loss=loss.item())
+            run.step = step + 1
+            run.values.update(loss=loss.item(), train_s=time.perf_counter() - start)
+            advance(progress, run, loss=run.values["loss"])
+            save_if_due(checkpoint, run, parts, generators)
     finally:
-        if progress is not None:
-            progress.stop()
+        progress.stop()
     model.eval().requires_grad_(False)
-    return model, {"final_loss": loss.item(), "train_s": time.perf_counter() - start}
+    return model, {"final_loss": run.values["loss"], "train_s": time.perf_counter() - start}
 
 
 class MriExtractor(FeatureExtractor):
@@ -187,7 +196,7 @@ def build_mri(*, train_images: np.ndarray, store: Store, device: torch.device, s
 
     def build(directory: Path) -> None:
         model, stats = train_encoder(train_images, cfg, seed=seed, device=device,
-                                     progress=progress)
+                                     progress=progress, checkpoint=store.checkpoint(art))
         save_tensors(directory / "encoder.safetensors", model.state_dict())
         write_json_atomic(directory / "extractor.json",
                    key_obj | {"weights_hash": _weights_hash(model, cfg), "preset": preset,

@@ -1,0 +1,185 @@
+"""Resumable training: a run killed after any step and restarted from its last checkpoint ends
+with bitwise the same weights as an uninterrupted run (CPU), for every trained artefact."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import priors
+import priors.training
+import vqvae.train
+from bench.extractors import mri
+from bench.extractors.mri import train_encoder
+from priors import CodeSet, accepts_checkpoint, get_prior
+from priors.base import epoch_count
+from vqvae import VQVAE, TrainConfig, VQVAEConfig, train_vqvae
+from tests.resumable import (MemoryCheckpoint, Recorder, assert_same_tensors,
+                             interrupted_then_resumed)
+
+K, GRID = 12, (4, 4)
+TRAINED_PRIORS = [n for n in priors.available_priors() if accepts_checkpoint(get_prior(n))]
+STEPS = 6  # 20 grids in batches of 8 (tiny presets): 3 steps per epoch, the last short; 2 epochs
+
+EPOCH_ORDERS = [priors.training.EpochOrder, vqvae.train.EpochOrder]  # one per library
+
+
+def codes(n: int, seed: int) -> CodeSet:
+    g = torch.Generator().manual_seed(seed)
+    return CodeSet(torch.randint(0, K, (n, *GRID), generator=g), K,
+                   torch.randint(0, 3, (n,), generator=g))
+
+
+def fit_prior(name: str, checkpoint, progress,
+              n_train: int = 20) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+    cls = get_prior(name)
+    prior = cls(cls.preset("tiny"), num_codes=K, grid=GRID, num_classes=3 if cls.conditional else 0,
+                codebook=torch.randn(K, 4, generator=torch.Generator().manual_seed(0)))
+    summary = prior.fit(codes(n_train, 0), codes(6, 1), seed=3, progress=progress,
+                        checkpoint=checkpoint)
+    return prior.state_dict(), summary
+
+
+@pytest.mark.parametrize("EpochOrder", EPOCH_ORDERS)
+def test_epoch_order_covers_each_epoch_once_with_a_short_last_batch(EpochOrder):
+    order = EpochOrder(10, 4, 3, torch.Generator().manual_seed(0))
+    batches = [order.batch(step) for step in range(5)]
+    assert [len(b) for b in batches] == [4, 4, 2, 4, 4] and epoch_count(10, 4, 5) == 2
+    assert sorted(torch.cat(batches[:3]).tolist()) == list(range(10))
+    assert not torch.equal(torch.cat(batches[:2]), torch.cat(batches[3:]))  # reshuffled
+
+
+@pytest.mark.parametrize("done", [0, 1, 3, 4, 7])  # none, mid-epoch, at an epoch end, ...
+@pytest.mark.parametrize("EpochOrder", EPOCH_ORDERS)
+def test_epoch_order_restored_from_its_state_continues_the_same_batches(EpochOrder, done):
+    steps = range(done, 12)
+    order = EpochOrder(10, 4, 3, torch.Generator().manual_seed(0))
+    for step in range(done):
+        order.batch(step)
+    state = order.state_dict()
+    expected = [order.batch(step) for step in steps]
+    restored = EpochOrder(10, 4, 3, torch.Generator().manual_seed(99))  # another seed: state wins
+    restored.load_state_dict(state)
+    assert all(torch.equal(restored.batch(s), e) for s, e in zip(steps, expected))
+
+
+def test_the_trained_priors_take_a_checkpoint():
+    assert {"pixelcnn", "gated-pixelcnn", "transformer", "dcgan"} <= set(TRAINED_PRIORS)
+
+
+def check_resume(train, checkpoint: MemoryCheckpoint, reference) -> None:
+    """`train(checkpoint, progress) -> (state, summary)` killed by `checkpoint`, then resumed,
+    ends where `reference` (an uninterrupted run's (state, summary, progress)) ended."""
+    out = {}
+    progress, resumed = interrupted_then_resumed(
+        lambda c, p: out.update(result=train(c, p)), checkpoint)
+    state, summary = out["result"]
+    ref_state, ref_summary, ref_progress = reference
+    assert_same_tensors(state, ref_state)
+    assert summary.keys() == ref_summary.keys()
+    assert all(summary[k] == ref_summary[k] or "wall" in k or k.endswith("_s")
+               for k in summary)
+    assert progress.ticks == ref_progress.ticks  # the bar starts where it was, same values
+    if resumed is None:
+        assert "resumed" not in progress.descriptions[0]
+    else:
+        assert progress.descriptions[0].endswith(f"(resumed at step {resumed})")
+
+
+@pytest.fixture(scope="module")
+def reference_fits():
+    out = {}
+    for name in TRAINED_PRIORS:
+        progress = Recorder()
+        out[name] = (*fit_prior(name, MemoryCheckpoint(every=STEPS + 1), progress), progress)
+    return out
+
+
+@pytest.mark.parametrize("kill_after_saves", range(1, STEPS + 1))
+@pytest.mark.parametrize("name", TRAINED_PRIORS)
+def test_prior_resumed_after_any_step_is_bitwise_uninterrupted(name, kill_after_saves,
+                                                                reference_fits):
+    check_resume(lambda c, p: fit_prior(name, c, p),
+                 MemoryCheckpoint(every=1, kill_after_saves=kill_after_saves),
+                 reference_fits[name])
+
+
+@pytest.mark.parametrize("kill_at", [1, 2, 5])
+@pytest.mark.parametrize("name", TRAINED_PRIORS)
+def test_prior_redoes_the_steps_after_its_last_checkpoint(name, kill_at, reference_fits):
+    check_resume(lambda c, p: fit_prior(name, c, p), MemoryCheckpoint(every=2, kill_at=kill_at),
+                 reference_fits[name])
+
+
+# -- the backbone ---------------------------------------------------------------------------
+
+BACKBONE = VQVAEConfig(hidden=8, res_blocks=1, res_hidden=4, num_codes=16, code_dim=4)
+BACKBONE_TRAIN = TrainConfig(epochs=6, batch_size=8, seed=2)  # 20 images: 2 steps per epoch
+BACKBONE_STEPS = 12  # dead-code restarts at the 1st and the 11th update
+
+
+def train_backbone(checkpoint, progress, cfg: TrainConfig = BACKBONE_TRAIN
+                   ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+    images = np.random.default_rng(0).integers(0, 256, (20, 16, 16), dtype=np.uint8)
+    torch.manual_seed(0)
+    model = VQVAE(BACKBONE)
+    summary = train_vqvae(model, images, cfg, device=torch.device("cpu"),
+                          progress=progress, checkpoint=checkpoint)
+    return model.state_dict(), summary
+
+
+@pytest.fixture(scope="module")
+def reference_backbone():
+    progress = Recorder()
+    return (*train_backbone(MemoryCheckpoint(every=BACKBONE_STEPS + 1), progress), progress)
+
+
+@pytest.mark.parametrize("kill_after_saves", range(1, BACKBONE_STEPS + 1))
+def test_backbone_resumed_after_any_step_is_bitwise_uninterrupted(kill_after_saves,
+                                                                   reference_backbone):
+    check_resume(train_backbone, MemoryCheckpoint(every=1, kill_after_saves=kill_after_saves),
+                 reference_backbone)
+
+
+@pytest.mark.parametrize("kill_at", [1, 9, 12])
+def test_backbone_redoes_the_steps_after_its_last_checkpoint(kill_at, reference_backbone):
+    check_resume(train_backbone, MemoryCheckpoint(every=4, kill_at=kill_at), reference_backbone)
+
+
+# -- the mri feature extractor --------------------------------------------------------------
+
+def train_mri(checkpoint, progress) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+    images = np.random.default_rng(0).integers(0, 256, (12, 32, 32), dtype=np.uint8)
+    model, stats = train_encoder(images, mri.preset_config("tiny"), seed=1,
+                                 device=torch.device("cpu"), progress=progress,
+                                 checkpoint=checkpoint)
+    return model.state_dict(), stats
+
+
+@pytest.mark.parametrize("kill_after_saves", [1, 2, 3])
+def test_mri_extractor_resumed_after_any_step_is_bitwise_uninterrupted(kill_after_saves):
+    progress = Recorder()
+    reference = (*train_mri(MemoryCheckpoint(every=99), progress), progress)
+    check_resume(train_mri, MemoryCheckpoint(every=1, kill_after_saves=kill_after_saves), reference)
+
+
+def test_a_fit_without_a_checkpoint_keyword_is_told_apart():
+    class Plain(priors.Prior):  # an outside plug-in written before checkpoints existed
+        Config = type(get_prior("uniform").Config())
+
+        def fit(self, train, val, *, seed, progress):
+            return {}
+
+        def sample(self, n, *, generator, labels=None):
+            return torch.zeros(n, *self.grid, dtype=torch.int64)
+
+        def state_dict(self):
+            return {}
+
+        def load_state_dict(self, state):
+            pass
+
+    assert not accepts_checkpoint(Plain) and accepts_checkpoint(get_prior("pixelcnn"))
+    null = priors.NullCheckpoint()
+    assert null.load() is None and not null.due(1)
