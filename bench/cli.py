@@ -60,12 +60,15 @@ def run(
     skip_bad: bool = typer.Option(False, help="Skip unusable or misnamed files, named in a note, instead of failing."),
     force: bool = typer.Option(False, help="Recompute and overwrite an identical finished run."),
     threads: int = typer.Option(0, help="torch intra-op CPU threads (0 = torch's default)."),
+    checkpoint_every: float = typer.Option(60.0, help="Seconds between training checkpoints "
+                                                      "(a killed run resumes from the last one)."),
 ) -> None:
     """Train (or reuse) the backbone, fit PRIOR on its codes, sample, score, save a record."""
     set_threads(threads)
     cfg = RunConfig(prior=prior, dataset=dataset, preset=preset, seed=seed, device=device,
                     out=out, extractor=extractor, fid_weights=fid_weights,
-                    condition=condition, n_samples=n_samples, force=force, skip_bad=skip_bad)
+                    condition=condition, n_samples=n_samples, force=force, skip_bad=skip_bad,
+                    checkpoint_every_s=checkpoint_every)
     for result in run_seeds(cfg, parse_seeds(seeds, seed)):
         print_scores(result)
 

@@ -48,7 +48,8 @@ class RunConfig:
     condition: str = "none"  # none | label (class-conditional priors on labelled data)
     n_samples: int = 0  # samples to score; 0 = the preset's
     force: bool = False  # recompute and overwrite a finished run with the same id
-    skip_bad: bool = False  # skip unreadable images with a counted warning
+    skip_bad: bool = False  # skip unusable or misnamed files, named in a note
+    checkpoint_every_s: float = 60.0  # seconds between training checkpoints (0: every step)
 
     def __post_init__(self) -> None:
         if self.condition not in CONDITIONS:
@@ -58,6 +59,9 @@ class RunConfig:
             raise BenchError(f"unknown --device {self.device!r}; available: auto, cpu, cuda")
         if self.n_samples < 0:
             raise BenchError(f"--n-samples must be >= 0, got {self.n_samples}")
+        if self.checkpoint_every_s < 0:
+            raise BenchError(f"--checkpoint-every must be >= 0 seconds, got "
+                             f"{self.checkpoint_every_s}")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -289,7 +293,8 @@ def run_benchmark(cfg: RunConfig, *, progress: RichProgress | None = None,
     preset = get_preset(cfg.preset)
     check_options(cfg)  # unknown prior, extractor without its extra: before any work
     sc = sc or StageContext(store=open_store(cfg.out), device=resolve_device(cfg.device),
-                            progress=progress or RichProgress(), force=cfg.force)
+                            progress=progress or RichProgress(), force=cfg.force,
+                            checkpoint_every_s=cfg.checkpoint_every_s)
     shared = prepare_shared(cfg, preset, sc)
     prior = build_prior(cfg, shared.export, sc.device)
     extractor = stage_extractor(cfg.extractor, shared.ds, seed=cfg.backbone_seed,
@@ -327,7 +332,8 @@ def run_seeds(cfg: RunConfig, seeds: list[int], *,
         raise BenchError("no seeds to run; give --seed N or --seeds 0,1,2")
     check_options(cfg)
     sc = StageContext(store=open_store(cfg.out), device=resolve_device(cfg.device),
-                      progress=progress or RichProgress(), force=cfg.force)
+                      progress=progress or RichProgress(), force=cfg.force,
+                      checkpoint_every_s=cfg.checkpoint_every_s)
     return [run_benchmark(dataclasses.replace(cfg, seed=s), sc=sc) for s in seeds]
 
 
@@ -348,7 +354,7 @@ def fit_and_score(cfg: RunConfig, prior: Prior, shared: Shared, ctx: ScoringCont
     fit_summary = prior.fit(code_set(export, "train", conditional),
                             code_set(export, "val", conditional), seed=cfg.seed,
                             progress=sc.progress,
-                            **with_checkpoint(prior.fit, sc.store.checkpoint(art)))
+                            **with_checkpoint(prior.fit, sc.checkpoint(art)))
     fit_s = fit_summary.get("train_wall_s", time.perf_counter() - t0)  # counts resumed parts
     bits = bits_per_code_on(prior, code_set(export, "test", conditional))
     labels = sample_labels(n, export, conditional)

@@ -34,7 +34,11 @@ class StageContext:
     device: torch.device
     progress: RichProgress
     force: bool = False
+    checkpoint_every_s: float = 60.0  # training checkpoints: seconds apart (0: every step)
     rebuilt: set[str] = dataclasses.field(default_factory=set)
+
+    def checkpoint(self, art: Artefact):
+        return self.store.checkpoint(art, every_s=self.checkpoint_every_s)
 
     def build(self, art: Artefact, build: Callable[[Path], None], load: Callable[[Path], Any]):
         force = self.force and art.key not in self.rebuilt
@@ -86,11 +90,11 @@ def stage_backbone(preset: Preset, ds: ImageDataset, seed: int,
 
     def build(directory: Path) -> None:
         train_cfg = dataclasses.replace(preset.train, seed=seed)
-        checkpoint = sc.store.checkpoint(art)
+        checkpoint = sc.checkpoint(art)
         model = VQVAE(preset.vqvae, seed=seed)  # train_vqvae seeds init, order and restarts
         summary = train_vqvae(model, backbone_train_images(ds, preset, seed), train_cfg,
                               device=sc.device, progress=sc.progress,
-                              **with_checkpoint(train_vqvae, checkpoint))
+                              checkpoint=checkpoint)
         meta = {"data_fingerprint": ds.fingerprint, "dataset": ds.spec,
                 "image_size": preset.resolution, "train": dataclasses.asdict(train_cfg),
                 "summary": summary, "device": str(sc.device),
