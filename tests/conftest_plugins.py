@@ -1,5 +1,6 @@
 """Outside priors without a network: a fake installed distribution (a .dist-info folder) that
-declares entry points, with tests/plugins on sys.path; and fresh registries to load them into."""
+declares entry points, with tests/plugins on sys.path. A fresh `priors.base.Registry()` loads
+them (the process-wide one loaded its entry points long ago and never looks again)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-import priors
-from priors.base import ENTRY_POINT_GROUP, Registry
+from priors.base import ENTRY_POINT_GROUP
 
 PLUGINS = Path(__file__).parent / "plugins"
 EXAMPLE = {"example-histogram": "bench_example_prior:HistogramPrior"}
@@ -26,12 +26,3 @@ def fake_install(root: Path, monkeypatch: pytest.MonkeyPatch, entry_points: dict
     monkeypatch.syspath_prepend(str(PLUGINS))
     monkeypatch.syspath_prepend(str(root))
     return root
-
-
-def registry_with_builtins() -> Registry:
-    """A fresh registry holding the built-ins; it loads entry points from sys.path as it is when
-    first asked (the process-wide one loaded them long ago and never looks again)."""
-    registry = Registry()
-    for name in ("dcgan", "gated-pixelcnn", "pixelcnn", "transformer", "uniform", "unigram"):
-        registry.add(name, priors.get_prior(name))
-    return registry

@@ -4,24 +4,16 @@ rule; the output checks shared with `bench run`; failed entry points are checked
 from __future__ import annotations
 
 import re
-from types import ModuleType
 
 import pytest
 import torch
 
 from priors import PriorError, contract
 from priors.autoregressive import CausalConv2d
+from priors.base import Registry
 from priors.boundary import log_prob_problem, preflight_problem, sample_problem
 from priors.pixelcnn import PixelCNNPrior
-from tests.conftest_plugins import EXAMPLE, PLUGINS, fake_install, registry_with_builtins
-
-
-@pytest.fixture
-def plugins(monkeypatch) -> ModuleType:
-    monkeypatch.syspath_prepend(str(PLUGINS))
-    import bench_broken_priors
-
-    return bench_broken_priors
+from tests.conftest_plugins import EXAMPLE, fake_install
 
 
 def rule_result(cls: type, rule: str) -> contract.RuleResult:
@@ -59,20 +51,20 @@ def rule_result(cls: type, rule: str) -> contract.RuleResult:
                                            r"it must be 1 within 0\.0001"),
     ("ShiftedUp", "log-prob-normalised", r"log_prob of all 81 grids: exp sums to 1\.010050"),
 ])
-def test_each_rule_fails_on_a_prior_that_breaks_it(plugins, broken, rule, match):
-    result = rule_result(getattr(plugins, broken), rule)
+def test_each_rule_fails_on_a_prior_that_breaks_it(broken_plugins, broken, rule, match):
+    result = rule_result(getattr(broken_plugins, broken), rule)
     assert result.status == "FAIL", result.line()
     assert re.search(rf"^FAIL  {rule} +prior '{broken}': {match}", result.line()), result.line()
 
 
-def test_the_example_plugin_passes_every_rule(plugins):
+def test_the_example_plugin_passes_every_rule(broken_plugins):
     for rule in contract.RULES:
-        result = rule_result(plugins.HistogramPrior, rule.name)
+        result = rule_result(broken_plugins.HistogramPrior, rule.name)
         assert result.ok, result.line()
 
 
-def test_rules_that_need_a_failed_fit_are_skipped_not_failed_twice(plugins):
-    result = rule_result(plugins.FitRaises, "sample-valid")
+def test_rules_that_need_a_failed_fit_are_skipped_not_failed_twice(broken_plugins):
+    result = rule_result(broken_plugins.FitRaises, "sample-valid")
     assert result.status == "skip" and "the tiny fit raised RuntimeError" in result.message
 
 
@@ -155,8 +147,8 @@ def test_valid_outputs_are_no_problem():
     assert preflight_problem(prior, torch.zeros(3, 4, 4, dtype=torch.int64), None) is None
 
 
-def test_preflight_reports_log_prob_exceptions(plugins):
-    class Unscorable(plugins.HistogramPrior):
+def test_preflight_reports_log_prob_exceptions(broken_plugins):
+    class Unscorable(broken_plugins.HistogramPrior):
         def log_prob(self, codes, labels=None):
             raise NotImplementedError("later")
 
@@ -166,11 +158,12 @@ def test_preflight_reports_log_prob_exceptions(plugins):
                                     "must score grids before fit (has_likelihood is True)")
 
 
-def test_failed_entry_points_are_checked_not_left_out(plugins, tmp_path, monkeypatch):
-    fake_install(tmp_path, monkeypatch, EXAMPLE | plugins.ENTRY_POINTS)
-    registry = registry_with_builtins()
+def test_failed_entry_points_are_checked_not_left_out(broken_plugins, tmp_path, monkeypatch):
+    fake_install(tmp_path, monkeypatch, EXAMPLE | broken_plugins.ENTRY_POINTS)
+    registry = Registry()
+    registry.add("pixelcnn", PixelCNNPrior)
     names = contract.names_to_check(registry)
-    assert set(plugins.ENTRY_POINTS) | {"example-histogram", "pixelcnn"} <= set(names)
+    assert set(broken_plugins.ENTRY_POINTS) | {"example-histogram", "pixelcnn"} <= set(names)
     missing = contract.check_prior("broken-missing", registry)
     assert [r.rule for r in missing] == ["entry-point"] and missing[0].status == "FAIL"
     assert re.search(r"prior 'broken-missing': entry point failed to load: "
