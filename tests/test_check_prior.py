@@ -1,10 +1,14 @@
 """`bench check-prior`: one line per rule, exit 1 on a failure. Issue 12's acceptance cases
 through the CLI: for each broken plug-in, check-prior fails with a line naming prior, method and
-rule, and `bench run` stops before the fit with the same line."""
+rule, and `bench run` stops before the fit with the same line. The example plug-in installed
+through pip into a fresh venv passes it there."""
 
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +18,7 @@ import priors.base
 from bench.cli import app
 from priors import contract
 from priors.base import Registry
-from tests.conftest_plugins import EXAMPLE, fake_install
+from tests.conftest_plugins import EXAMPLE, PLUGINS, fake_install
 from tests.test_cli import assert_user_error
 
 runner = CliRunner()
@@ -100,3 +104,43 @@ def test_check_prior_and_bench_run_stop_a_broken_plugin_alike(registry, results,
         assert f"prior '{name}' failed to load from its entry point: " \
                f"{registry.load_errors[name]}" in errors[0]
     assert not list(results.glob(f"runs/{name}-*"))  # nothing reached a record
+
+
+@pytest.mark.slow
+def test_the_example_plugin_installed_by_pip_passes_check_prior(tmp_path):
+    """A wheel of tests/plugins built by pip, installed by pip into a fresh venv, checked by
+    `bench check-prior` running in that venv. The venv sees this environment's packages (torch,
+    vq-prior-bench) through a .pth that adds its site-packages (`--system-site-packages` would
+    give the base interpreter's, which need not hold torch); the plug-in itself is only in the
+    venv, and the command runs outside the checkout."""
+    source = tmp_path / "src"
+    shutil.copytree(PLUGINS, source, ignore=shutil.ignore_patterns("__pycache__", "build",
+                                                                   "*.egg-info"))
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input", "-q"]
+    run([*pip, "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-w",
+         str(tmp_path / "wheels"), str(source)])
+    venv = tmp_path / "venv"
+    run([sys.executable, "-m", "venv", "--without-pip", str(venv)])
+    python = str(venv / "bin" / "python")
+    site = Path(run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]))
+    ours = [p for p in sys.path if p.endswith(("site-packages", "dist-packages"))]
+    (site / "parent_env.pth").write_text("".join(f"import site; site.addsitedir({p!r})\n"
+                                                 for p in ours))
+    wheel = next((tmp_path / "wheels").glob("bench_example_prior-*.whl"))
+    run([*pip, "--python", python, "install", "--no-deps", "--no-index", str(wheel)])
+    checked = subprocess.run(
+        [python, "-c", "import sys; from bench.cli import app; sys.argv[0] = 'bench'; app()",
+         "check-prior", "example-histogram"], cwd=tmp_path, capture_output=True, text=True,
+        timeout=300)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "resolves to bench_example_prior.HistogramPrior" in checked.stdout
+    assert "example-histogram: 13 pass, 4 skip, 0 FAIL" in checked.stderr
+    where = run([python, "-c", "import bench_example_prior; print(bench_example_prior.__file__)"],
+                cwd=tmp_path)
+    assert where.startswith(str(site))  # the installed copy, not tests/plugins
+
+
+def run(command: list[str], cwd: Path | None = None) -> str:
+    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, f"{command}: {done.stdout}{done.stderr}"
+    return done.stdout.strip()
