@@ -4,6 +4,7 @@ rule; the output checks shared with `bench run`; failed entry points are checked
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -178,3 +179,9 @@ def test_failed_entry_points_are_checked_not_left_out(broken_plugins, tmp_path, 
 def test_unknown_names_suggest_and_list():
     with pytest.raises(PriorError, match=r"unknown prior 'pixelcn'; did you mean 'pixelcnn'"):
         contract.check_prior("pixelcn")
+
+
+def test_every_rule_is_documented():
+    doc = (Path(__file__).parents[1] / "docs" / "writing-a-prior.md").read_text()
+    for rule in contract.RULES:
+        assert f"| `{rule.name}` |" in doc, rule.name
