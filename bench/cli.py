@@ -11,6 +11,7 @@ from rich.table import Table
 
 import priors
 from bench import records, report as report_lib, tables
+from bench.cli_check import check_prior
 from bench.cli_common import out_console, user_errors
 from bench.progress import err_console
 from bench.cli_data import data_app
@@ -22,6 +23,7 @@ app = typer.Typer(help="Benchmark generative priors over the codes of a frozen V
                   no_args_is_help=True, pretty_exceptions_enable=False)
 app.add_typer(data_app, name="data", help="Inspect datasets.")
 app.command("perf")(perf)
+app.command("check-prior")(check_prior)
 
 RESULTS = Path("results")
 

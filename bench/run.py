@@ -27,6 +27,7 @@ from bench.scoring import SampleSet, ScoringContext, make_context, score_samples
 from bench.stages import (StageContext, backbone_scores, stage_backbone, stage_data,
                           stage_export, stage_extractor, with_checkpoint)
 from bench.store import Artefact, Store
+from bench.validate import check_log_prob, check_samples, preflight
 from priors import CodeSet, Prior
 from vqvae import VQVAE, CodeExport, decode_codes
 from vqvae.train import to_float
@@ -112,7 +113,8 @@ def sample_prior(prior: Prior, n: int, *, seed: int, labels: torch.Tensor | None
     chunks = []
     for i in range(0, n, batch):
         lab = None if labels is None else labels[i:i + batch].to(prior.device)
-        chunks.append(prior.sample(min(batch, n - i), generator=gen, labels=lab).cpu())
+        m = min(batch, n - i)
+        chunks.append(check_samples(prior, prior.sample(m, generator=gen, labels=lab), m).cpu())
     return torch.cat(chunks)
 
 
@@ -124,7 +126,8 @@ def bits_per_code_on(prior: Prior, test: CodeSet, batch: int = 256) -> float | N
     with torch.no_grad():
         for i in range(0, len(test), batch):
             lab = None if test.labels is None else test.labels[i:i + batch].to(prior.device)
-            lp.append(prior.log_prob(test.codes[i:i + batch].to(prior.device), lab).cpu())
+            codes = test.codes[i:i + batch].to(prior.device)
+            lp.append(check_log_prob(prior, prior.log_prob(codes, lab), len(codes)).cpu())
     return metrics.bits_per_code(torch.cat(lp), test.grid)
 
 
@@ -297,6 +300,8 @@ def run_benchmark(cfg: RunConfig, *, progress: RichProgress | None = None,
                             checkpoint_every_s=cfg.checkpoint_every_s)
     shared = prepare_shared(cfg, preset, sc)
     prior = build_prior(cfg, shared.export, sc.device)
+    test_codes = code_set(shared.export, "test", cfg.condition == "label")
+    preflight(prior, test_codes.codes, test_codes.labels)
     extractor = stage_extractor(cfg.extractor, shared.ds, seed=cfg.backbone_seed,
                                 preset=cfg.preset, weights_path=cfg.fid_weights, sc=sc)
     n = n_scored(cfg, preset, shared.ds)

@@ -273,6 +273,11 @@ class Registry:
         self._entry_points_loaded = False
         self.load_errors: dict[str, str] = {}  # entry-point name -> why it failed to load
 
+    @property
+    def group(self) -> str:
+        """The entry-point group this registry loads plug-ins from."""
+        return self._group
+
     def register(self, name: str) -> Callable[[type[Prior]], type[Prior]]:
         def decorate(cls: type[Prior]) -> type[Prior]:
             self.add(name, cls)

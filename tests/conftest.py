@@ -12,3 +12,14 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def broken_plugins(monkeypatch):
+    """tests/plugins on sys.path; the module of plug-ins that each break the contract one way."""
+    from tests.conftest_plugins import PLUGINS
+
+    monkeypatch.syspath_prepend(str(PLUGINS))
+    import bench_broken_priors
+
+    return bench_broken_priors

@@ -1,4 +1,5 @@
-"""The prior contract, checked on every registered prior; the registry's error paths."""
+"""The prior contract (`priors.contract`) on every registered prior and every entry point that
+failed to load; the registry's error paths; per-prior known values and config validation."""
 
 from __future__ import annotations
 
@@ -8,103 +9,28 @@ import pytest
 import torch
 
 import priors
-from priors import CodeSet, NoLikelihoodError, NullProgress, Prior, PriorError, get_prior
+from priors import CodeSet, NullProgress, Prior, PriorError, contract, get_prior
 from priors.base import Registry
-
-K, GRID, N_CLASSES = 12, (4, 4), 3
-
-
-def tiny_split(n: int, seed: int) -> CodeSet:
-    g = torch.Generator().manual_seed(seed)
-    return CodeSet(torch.randint(0, K, (n, *GRID), generator=g), K,
-                   torch.randint(0, N_CLASSES, (n,), generator=g))
+from priors.checking import GRID, K, tiny_split
 
 
 def make(name: str, num_classes: int = 0) -> Prior:
-    cls = get_prior(name)
-    codebook = torch.randn(K, 4, generator=torch.Generator().manual_seed(0))
-    return cls(cls.preset("tiny"), num_codes=K, grid=GRID, num_classes=num_classes,
-               codebook=codebook)
+    return contract.Subject(name, get_prior(name)).make(num_classes=num_classes)
 
 
-@pytest.fixture(scope="module", params=priors.available_priors())
-def fitted(request) -> tuple[Prior, torch.Tensor | None]:
-    """Each registered prior fitted on tiny random codes; conditional ones with labels."""
-    cls = get_prior(request.param)
-    num_classes = N_CLASSES if cls.conditional else 0
-    prior = make(request.param, num_classes)
-    train, val = tiny_split(16, 0), tiny_split(4, 1)
-    result = prior.fit(train, val, seed=0, progress=NullProgress())
-    assert all(isinstance(v, float) for v in result.values())
-    labels = torch.tensor([0, 1, 2, 0, 1]) if num_classes else None
-    return prior, labels
+@pytest.fixture(scope="module", params=contract.names_to_check())
+def subject(request) -> contract.Subject:
+    """One per prior, shared by its rules (they reuse one tiny fit). A broken entry point is a
+    subject too: its entry-point rule fails, so it is never silently left out."""
+    return contract.load_subject(request.param)
 
 
-def test_sample_shape_dtype_range(fitted):
-    prior, labels = fitted
-    codes = prior.sample(5, generator=torch.Generator().manual_seed(0), labels=labels)
-    assert codes.shape == (5, *GRID) and codes.dtype == torch.int64
-    assert 0 <= int(codes.min()) and int(codes.max()) < K
-
-
-def test_log_prob_finite_and_equal_for_equal_inputs(fitted):
-    prior, labels = fitted
-    codes = tiny_split(5, 2).codes
-    codes[3] = codes[0]
-    if labels is not None:
-        labels = labels.clone()
-        labels[3] = labels[0]
-    if not prior.has_likelihood:
-        with pytest.raises(NoLikelihoodError, match=prior.name):
-            prior.log_prob(codes, labels)
-        return
-    lp = prior.log_prob(codes, labels)
-    assert lp.shape == (5,) and torch.isfinite(lp).all() and (lp < 0).all()
-    assert torch.allclose(lp[3], lp[0], rtol=0, atol=1e-6)
-
-
-def test_state_round_trip_reproduces_samples_and_log_prob(fitted):
-    prior, labels = fitted
-    fresh = make(prior.name, prior.num_classes)
-    fresh.load_state_dict(prior.state_dict())
-    draw = lambda p: p.sample(5, generator=torch.Generator().manual_seed(7), labels=labels)  # noqa: E731
-    assert torch.equal(draw(prior), draw(fresh))
-    if prior.has_likelihood:
-        codes = tiny_split(5, 3).codes
-        assert torch.equal(prior.log_prob(codes, labels), fresh.log_prob(codes, labels))
-
-
-def test_conditional_prior_requires_labels(fitted):
-    prior, labels = fitted
-    if labels is None:
-        pytest.skip("unconditional")
-    with pytest.raises(PriorError, match="labels"):
-        prior.sample(2, generator=torch.Generator().manual_seed(0))
-
-
-@pytest.mark.parametrize("name", priors.available_priors())
-@pytest.mark.parametrize("preset", priors.PRESETS)
-def test_presets_are_configs(name, preset):
-    cls = get_prior(name)
-    assert isinstance(cls.preset(preset), cls.Config)
-
-
-@pytest.mark.parametrize("name", priors.available_priors())
-def test_fit_is_deterministic_given_seed(name):
-    num_classes = N_CLASSES if get_prior(name).conditional else 0
-    a, b = make(name, num_classes), make(name, num_classes)
-    for p in (a, b):
-        p.fit(tiny_split(8, 0), tiny_split(2, 1), seed=3, progress=NullProgress())
-    sa, sb = a.state_dict(), b.state_dict()
-    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
-
-
-@pytest.mark.parametrize("name", priors.available_priors())
-def test_construction_and_fit_leave_the_global_rng_alone(name):
-    before = torch.random.get_rng_state()
-    prior = make(name, N_CLASSES if get_prior(name).conditional else 0)
-    prior.fit(tiny_split(4, 0), tiny_split(2, 1), seed=0, progress=NullProgress())
-    assert torch.equal(torch.random.get_rng_state(), before)
+@pytest.mark.parametrize("rule", contract.RULES, ids=lambda r: r.name)
+def test_contract(subject, rule):
+    result = contract.run_rule(subject, rule)
+    if result.status == "skip":
+        pytest.skip(result.message)
+    assert result.ok, result.line()
 
 
 def test_uniform_bits_per_code_is_log2_k():

@@ -1,4 +1,7 @@
-"""Autoregressive priors: cached and full forward agree; causality; no blind spot (gated)."""
+"""Autoregressive priors beyond the contract: blind spots, kernel shapes the caches must handle,
+what fit reports. The contract's rules (`priors.contract`: cached logits equal the
+full forward, cached and naive sampling agree, causality) run on every autoregressive prior in
+tests/test_priors.py."""
 
 from __future__ import annotations
 
@@ -8,9 +11,8 @@ import torch
 import priors
 from priors import NullProgress, get_prior
 from priors.autoregressive import AutoregressivePrior
+from priors.contract import input_gradient
 
-AUTOREGRESSIVE = [n for n in priors.available_priors()
-                  if issubclass(get_prior(n), AutoregressivePrior)]
 K, GRID = 10, (5, 6)
 
 
@@ -20,58 +22,6 @@ def make(name: str, num_classes: int = 0, grid=GRID, **changes) -> Autoregressiv
     if changes:
         config = type(config)(**{**config.__dict__, **changes})
     return cls(config, num_codes=K, grid=grid, num_classes=num_classes)
-
-
-def labels_for(prior: AutoregressivePrior, n: int) -> torch.Tensor | None:
-    return torch.arange(n) % prior.num_classes if prior.uses_labels else None
-
-
-@pytest.fixture(params=[(name, c) for name in AUTOREGRESSIVE
-                        for c in ((0, 3) if get_prior(name).conditional else (0,))],
-                ids=lambda p: f"{p[0]}-classes{p[1]}")
-def prior(request) -> AutoregressivePrior:
-    return make(*request.param)  # the random init; fit is not needed to compare paths
-
-
-def test_cached_logits_equal_full_forward_at_every_position(prior):
-    labels = labels_for(prior, 3)
-    codes = prior.sample(3, generator=torch.Generator().manual_seed(0), labels=labels)
-    full = prior.logits(codes, labels).detach()  # (3, K, h, w)
-    cached = prior.stepwise_logits(codes, labels)
-    assert cached.shape == full.shape
-    assert torch.allclose(cached, full, rtol=0, atol=1e-5), (cached - full).abs().max()
-
-
-def test_cached_and_naive_sampling_draw_identical_grids(prior):
-    labels = labels_for(prior, 4)
-    draw = lambda cache: prior.sample(4, generator=torch.Generator().manual_seed(5),  # noqa: E731
-                                      labels=labels, use_cache=cache)
-    assert torch.equal(draw(True), draw(False))
-
-
-def test_sampling_is_reproducible_from_the_generator(prior):
-    labels = labels_for(prior, 2)
-    a, b = (prior.sample(2, generator=torch.Generator().manual_seed(9), labels=labels)
-            for _ in range(2))
-    assert torch.equal(a, b)
-
-
-def input_gradient(prior: AutoregressivePrior, i: int, j: int) -> torch.Tensor:
-    """(h, w) bool: positions whose input embedding moves the logits at (i, j)."""
-    prior.net.double()
-    codes = torch.randint(0, K, (1, *prior.grid), generator=torch.Generator().manual_seed(1))
-    x = prior.net.embed(codes).movedim(-1, 1).detach().requires_grad_()  # (1, E, h, w)
-    prior.net.from_embedding(x, labels_for(prior, 1))[0, :, i, j].sum().backward()
-    return x.grad[0].abs().sum(0) > 0
-
-
-@pytest.mark.parametrize("name", AUTOREGRESSIVE)
-def test_logits_never_see_the_current_or_later_positions(name):
-    prior = make(name)
-    h, w = prior.grid
-    for i, j in [(0, 0), (2, 3), (h - 1, w - 1), (1, w - 1)]:
-        seen = input_gradient(prior, i, j).flatten()
-        assert not seen[i * w + j:].any(), f"position {(i, j)} sees itself or the future"
 
 
 def test_gated_pixelcnn_has_no_blind_spot():

@@ -10,24 +10,14 @@ import torch
 
 from priors import CodeSet, NullProgress, PriorError, get_prior
 from priors.base import ENTRY_POINT_GROUP, Registry
-
-PLUGINS = Path(__file__).parent / "plugins"
+from tests.conftest_plugins import EXAMPLE, PLUGINS, fake_install
 
 
 @pytest.fixture
 def installed(tmp_path, monkeypatch) -> Path:
     """A distribution declaring the example plug-in and a broken one, as pip would leave it."""
-    dist = tmp_path / "bench_example_prior-0.1.0.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: bench-example-prior\n"
-                                   "Version: 0.1.0\n")
-    (dist / "entry_points.txt").write_text(
-        f"[{ENTRY_POINT_GROUP}]\n"
-        "example-histogram = bench_example_prior:HistogramPrior\n"
-        "broken = bench_missing_module:Nothing\n")
-    monkeypatch.syspath_prepend(str(PLUGINS))
-    monkeypatch.syspath_prepend(str(tmp_path))
-    return tmp_path
+    return fake_install(tmp_path, monkeypatch,
+                        EXAMPLE | {"broken": "bench_missing_module:Nothing"})
 
 
 def test_entry_point_plugin_is_registered_and_runs(installed):
