@@ -44,8 +44,8 @@ def make_context(test_images: np.ndarray, test_labels: np.ndarray | None, train_
                  cache_dir: Path | None = None) -> tuple[ScoringContext, np.ndarray]:
     """Pick n real test images (seeded); return the context and the test indices left over
     (disjoint from the chosen ones) from which the reference row's reconstructions come.
-    `cache_dir`: where the memorisation threshold (every real image against every train
-    image: about a minute on 2 CPU cores at 500 x 4000) is kept, keyed by the images' bytes."""
+    `cache_dir`: where the memorisation threshold (every real image's nearest train image) is
+    kept, keyed by the images' bytes."""
     order = np.random.default_rng(seed).permutation(len(test_images))
     chosen, rest = np.sort(order[:n]), np.sort(order[n:2 * n])
     cpu = torch.device("cpu")
@@ -69,7 +69,8 @@ def memorisation_threshold(train: Tensor, real: Tensor, cache_dir: Path | None) 
     """`metrics.memorisation_threshold`, read from / written to `cache_dir` when given."""
     if cache_dir is None:
         return metrics.memorisation_threshold(train, real, quantile=MEMORISED_QUANTILE)
-    meta = {"metric": "memorisation_threshold", "quantile": MEMORISED_QUANTILE}
+    meta = {"metric": "memorisation_threshold", "quantile": MEMORISED_QUANTILE,
+            "ssim": "float64"}  # before: float32 all-pairs SSIM (values off by ~1e-7)
     key = tensors_hash({"train": train, "real": real}, meta)
     path = cache_dir / f"memorisation-threshold-{key[:16]}.json"
     if path.is_file():
