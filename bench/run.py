@@ -38,7 +38,7 @@ CONDITIONS = ("none", "label")
 class RunConfig:
     prior: str = "pixelcnn"  # registry name
     dataset: str = "mni"  # dataset spec
-    preset: str = "quick"  # tiny | quick | full
+    preset: str = "quick"  # built-in name (tiny | quick | standard | full) or a .toml path
     seed: int = 0  # prior init, training order and sampling
     backbone_seed: int = 0  # the backbone is shared by every prior and seed compared
     device: str = "auto"  # auto | cpu | cuda
@@ -177,7 +177,7 @@ def build_prior(cfg: RunConfig, export: CodeExport, device: torch.device) -> Pri
                               if priors.get_prior(n).conditional]
         raise BenchError(f"prior {cfg.prior!r} is not class-conditional; conditional priors: "
                          f"{', '.join(conditional_priors)}")
-    return cls(cls.preset(cfg.preset), num_codes=export.num_codes, grid=export.grid,
+    return cls(get_preset(cfg.preset).prior_config(cls), num_codes=export.num_codes, grid=export.grid,
                num_classes=len(export.label_names) if conditional else 0,
                codebook=export.codebook, device=device)
 
@@ -302,7 +302,7 @@ def run_benchmark(cfg: RunConfig, *, progress: RichProgress | None = None) -> Ru
     prior = build_prior(cfg, export, device)
     extractor = build_extractor(cfg.extractor, train_images=np.asarray(ds.splits["train"].images),
                                 cache_dir=cfg.out / ".cache" / "extractors", device=device,
-                                seed=cfg.backbone_seed, preset=cfg.preset, progress=progress,
+                                seed=cfg.backbone_seed, preset=preset.base, progress=progress,
                                 weights_path=cfg.fid_weights)
     n = min(cfg.n_samples or preset.n_samples, len(ds.splits["test"]) // 2)
     if n < 2:
