@@ -48,15 +48,16 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from bench.metrics.image import C1, C2, WIN, _band, check_images, gaussian_taps, ssim
+from bench.metrics.image import C1, C2, WIN, _band, _Filter, check_images, gaussian_taps, ssim
 
 BOUND_DEGREE = 2  # window directions a_i (x) a_j, 1 <= i + j <= this, in the bound; speed only
-N_STRIPS = 8  # strips of window rows: a pair is dropped after any strip once it cannot win
+N_STRIPS = 8  # at most this many strips of window rows (a pair is dropped after any of them)
+STRIP_ROWS = 16  # at least this many window rows a strip (each costs 10 more image rows to filter)
 COL_TILE = 32  # output columns per band matmul of the column pass (fewer multiplies by zero)
 FEATURE_SLACK = 1e-5  # per window: float64 error of e = sqrt(var/t^2 - |u|^2) near 0 (~sqrt(1e-11))
 TOL = 1e-9  # float64 noise in comparisons of bounds and scores
 ROUNDING = 4e-5  # per window and unit error weight: bound on float32 SSIM error (module doc)
-PAIR_CHUNK = 128  # pairs scored together (memory: a few (chunk, strip rows + 10, W) float64)
+CHUNK_BYTES = 4 * 2**20  # pairs scored together: about this much float32 image rows per tensor
 PREP_CHUNK = 32  # images described together (memory: (chunk, h, w, features) float64)
 MAX_TAKE = 64  # candidates per query per wave; waves take 1, 2, 4, ... up to this
 
@@ -69,18 +70,19 @@ class Nearest:
     rescored: int  # pairs scored again by `image.ssim` (float64) because they may be the best
 
 
-def strip_rows(h: int, n_strips: int = N_STRIPS) -> list[tuple[int, int]]:
-    """Window-row ranges [a, b) cutting h rows into at most n_strips near-equal strips."""
-    n = max(1, min(n_strips, h))
+def strip_rows(h: int) -> list[tuple[int, int]]:
+    """Window-row ranges [a, b) cutting h rows into near-equal strips of >= STRIP_ROWS rows
+    (fewer if h is small), at most N_STRIPS of them."""
+    n = max(1, min(N_STRIPS, h // STRIP_ROWS))
     cuts = [round(i * h / n) for i in range(n + 1)]
     return [(a, b) for a, b in zip(cuts, cuts[1:])]
 
 
 def window_moments(x: Tensor) -> tuple[Tensor, Tensor]:
     """(N, H, W) float64 -> local mean and population variance maps (N, H-10, W-10)."""
-    rows, cols = _band(x.shape[-2], x.dtype, x.device), _band(x.shape[-1], x.dtype, x.device)
-    mu = rows @ (x @ cols.T)
-    return mu, rows @ ((x * x) @ cols.T) - mu * mu
+    filt = _Filter(x)
+    mu = filt(x)
+    return mu, filt(x * x) - mu * mu
 
 
 def hermite_taps(degree: int) -> Tensor:
@@ -189,8 +191,10 @@ class _Pairs:
         values = torch.full((len(qi),), float("-inf"), dtype=torch.float64)
         errors, work = torch.zeros(len(qi), dtype=torch.float64), 0.0
         order = torch.argsort(qi, stable=True)  # pairs of a query together
-        for c in range(0, len(order), PAIR_CHUNK):
-            idx = order[c:c + PAIR_CHUNK]
+        rows = max(b - a for a, b in self.strips) + WIN - 1
+        chunk = max(1, CHUNK_BYTES // (4 * rows * self.xq.shape[-1]))
+        for c in range(0, len(order), chunk):
+            idx = order[c:c + chunk]
             values[idx], errors[idx], w = self._score_chunk(qi[idx], rj[idx], target[idx])
             work += w
         return values, errors, work

@@ -120,7 +120,7 @@ def load_preset(text: str, *, name: str, source: str) -> Preset:
     vqvae = _dataclass_from(VQVAEConfig, _table(raw, "backbone", where), where, "backbone")
     if resolution % vqvae.downsample:
         raise BenchError(f"{where}: resolution {resolution} is not divisible by "
-                         f"backbone.downsample {vqvae.downsample} (the code grid side)")
+                         f"backbone.downsample {vqvae.downsample}: the code grid would not be whole")
     if resolution not in RESOLUTIONS:
         raise BenchError(f"{where}: resolution must be one of {RESOLUTIONS}, got {resolution}")
     train_fields = _table(raw, "train", where)
