@@ -50,7 +50,8 @@ def parse_seeds(text: str | None, seed: int) -> list[int]:
 def run(
     prior: str = typer.Option("pixelcnn", help="Prior name (see `bench priors`)."),
     dataset: str = typer.Option("mni", help="mni | oasis:PATH | adni:PATH | folder:PATH | nifti:PATH"),
-    preset: str = typer.Option("quick", help="tiny (tests) | quick (2 CPU cores) | full (GPU)."),
+    preset: str = typer.Option("quick", help="tiny (tests) | quick, standard (2 CPU cores) | "
+                                             "full (GPU) | path/to/preset.toml"),
     seed: int = typer.Option(0, help="Seed of the prior (training and sampling)."),
     seeds: Optional[str] = typer.Option(None, help="Several seeds, e.g. 0,1,2 (overrides --seed)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),

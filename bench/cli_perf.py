@@ -21,9 +21,11 @@ from bench.progress import RichProgress, err_console
 @user_errors
 def perf(
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
-    preset: str = typer.Option("quick", help="Sizes: tiny (tests) | quick (CPU) | full (GPU)."),
-    sections: str = typer.Option("backbone,sampling,data,features",
-                                 help="Comma-separated: backbone,sampling,data,features,peer"),
+    preset: str = typer.Option("quick", help="Sizes: tiny (tests) | quick, standard (CPU) | "
+                                             "full (GPU) | path/to/preset.toml"),
+    sections: str = typer.Option("backbone,sampling,data,features,scoring",
+                                 help="Comma-separated: backbone,sampling,data,features,peer,"
+                                      "scoring"),
     dataset: str = typer.Option("mni", help="Dataset spec for loading, backbone, features, peer."),
     peer: Optional[str] = typer.Option(None, help="Race our backbone against a peer: monai "
                                        "(adds the peer section)."),
@@ -142,8 +144,19 @@ def _peer(p: dict[str, Any], title: str) -> Table:
                    for name, c in p["contenders"].items()])
 
 
+def _scoring(s: dict[str, Any], title: str) -> Table:
+    """All-pairs seconds are scaled from the queries timed (`bench.perf_scoring`)."""
+    title += f" · {s['resolution']} px, {s['threads']} threads"
+    return _table(title, ["score", "queries x refs", "search s", "all pairs s (scaled)", "speedup",
+                          "pairs scored (share)", "max |diff| vs float32"],
+                  [[name, f"{c['queries']} x {c['refs']}", c["fast_s"], c["all_pairs_s_scaled"],
+                    c["speedup"], c["exact_pairs_share_timed_queries"],
+                    c["max_abs_diff_vs_float32_all_pairs"]]
+                   for name, c in s.items() if isinstance(c, dict)])
+
+
 PRINTERS = {"backbone": _backbone, "sampling": _sampling, "data": _data, "features": _features,
-            "peer": _peer}
+            "peer": _peer, "scoring": _scoring}
 
 perf_app = typer.Typer(help="Machine-use numbers of the benchmark.", add_completion=False,
                        pretty_exceptions_enable=False)

@@ -9,6 +9,8 @@ Sections (each a dict in the report, all times wall clock on one device, in one 
   data      dataset loading, cold (decode into a fresh cache) vs warm
   features  feature-extraction images/s of the `mri` extractor
   peer      our backbone against a peer implementation at an equal wall-clock budget
+  scoring   nearest-SSIM scores of a run (memorisation threshold and share, NN-SSIM): the
+            bounded exact search against scoring every pair (`bench.perf_scoring`)
 The machine load average is recorded around every section: timings on a shared box are noisy.
 """
 
@@ -31,6 +33,7 @@ import priors
 from bench.data import DataConfig, ImageDataset, load_dataset
 from bench.extractors import build_extractor
 from bench.peers import PEERS, peer_module, race_peer
+from bench.perf_scoring import measure_scoring
 from bench.presets import Preset, get_preset
 from bench.run import SAMPLE_BATCH, device_name, resolve_device
 from bench.store import prepare_out
@@ -42,8 +45,8 @@ from vqvae import VQVAE, TrainConfig, train_vqvae
 from bench.store import write_json_atomic
 from vqvae.train import to_float
 
-SECTIONS = ("backbone", "sampling", "data", "features", "peer")
-DEFAULT_SECTIONS = ("backbone", "sampling", "data", "features")
+SECTIONS = ("backbone", "sampling", "data", "features", "peer", "scoring")
+DEFAULT_SECTIONS = ("backbone", "sampling", "data", "features", "scoring")
 FORMAT = 1  # bump when a field changes meaning
 
 
@@ -61,11 +64,15 @@ class PerfSizes:
     max_naive_s: float  # s, budget of the naive sampling timing per prior and grid
     n_feature_images: int  # test images pushed through the feature extractor
     peer_budget_s: float  # s, training budget of each backbone in the peer race
+    score_queries: int = 500  # real test images (and sample stand-ins) of the scoring section
+    score_refs: int = 4000  # training images they are compared against
+    brute_queries: int = 25  # queries scored against every reference to time all pairs
 
     def __post_init__(self) -> None:
         if self.matmul_n < 0:
             raise ValueError(f"matmul_n must be >= 0, got {self.matmul_n}")
-        for name in ("backbone_steps", "n_grids", "run_batch", "n_feature_images"):
+        for name in ("backbone_steps", "n_grids", "run_batch", "n_feature_images",
+                     "score_queries", "score_refs", "brute_queries"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("matmul_s", "max_naive_s", "peer_budget_s"):
@@ -83,27 +90,32 @@ class PerfSizes:
 
 
 def perf_sizes(preset: str) -> PerfSizes:
-    """tiny: the tests, seconds. quick: minutes on 2 CPU cores. full: a GPU."""
-    match preset:
+    """By a preset's base: tiny: the tests, seconds. quick, standard: minutes on 2 CPU cores.
+    full: a GPU."""
+    match get_preset(preset).base:
         case "tiny":
             return PerfSizes(matmul_n=256, matmul_s=0.05, backbone_steps=2, grids=(4,),
                              n_grids=2, run_grids=(3,), run_batch=5, max_naive_s=0.1,
-                             n_feature_images=32, peer_budget_s=0.5)
+                             n_feature_images=32, peer_budget_s=0.5, score_queries=6,
+                             score_refs=20, brute_queries=2)
         case "quick":
             return PerfSizes(matmul_n=0, matmul_s=2.0, backbone_steps=30, grids=(16, 32, 64),
                              n_grids=8, run_grids=(16, 32), run_batch=SAMPLE_BATCH,
                              max_naive_s=5.0, n_feature_images=500, peer_budget_s=60.0)
+        case "standard":
+            return PerfSizes(matmul_n=0, matmul_s=2.0, backbone_steps=20, grids=(16, 32, 64),
+                             n_grids=8, run_grids=(32,), run_batch=SAMPLE_BATCH,
+                             max_naive_s=5.0, n_feature_images=500, peer_budget_s=120.0)
         case "full":
             return PerfSizes(matmul_n=0, matmul_s=3.0, backbone_steps=50, grids=(16, 32, 64),
                              n_grids=64, run_grids=(32, 64), run_batch=SAMPLE_BATCH,
                              max_naive_s=20.0, n_feature_images=4000, peer_budget_s=300.0)
-    get_preset(preset)  # raises the one-line error naming the valid presets
     raise AssertionError(preset)
 
 
 @dataclass(frozen=True)
 class PerfConfig:
-    preset: str = "quick"  # tiny | quick | full: backbone, data sizes and PerfSizes
+    preset: str = "quick"  # built-in name or .toml path: backbone, data sizes and PerfSizes
     device: str = "auto"  # auto | cpu | cuda
     sections: tuple[str, ...] = DEFAULT_SECTIONS  # subset of SECTIONS, run in that order
     dataset: str = "mni"  # dataset spec for data loading, backbone, features and peer images
@@ -212,22 +224,22 @@ def autoregressive_priors() -> list[str]:
             if issubclass(priors.get_prior(name), AutoregressivePrior)]
 
 
-def _build_prior(name: str, preset: str, num_codes: int, side: int, device: torch.device,
+def _build_prior(name: str, preset: Preset, num_codes: int, side: int, device: torch.device,
                  seed: int) -> AutoregressivePrior:
     """An untrained prior (sampling speed does not depend on the weights), seeded init."""
     cls = priors.get_prior(name)
     with seeded(seed, device):
-        return cls(cls.preset(preset), num_codes=num_codes, grid=(side, side), device=device)
+        return cls(preset.prior_config(cls), num_codes=num_codes, grid=(side, side), device=device)
 
 
-def warm_up_sampling(name: str, preset: str, num_codes: int, device: torch.device, n: int) -> None:
+def warm_up_sampling(name: str, preset: Preset, num_codes: int, device: torch.device, n: int) -> None:
     """Cached sampling of a 2x2 grid, so that one-off costs (kernel selection, thread pool,
     allocator) are not charged to the first timed grid: `sampling_speed` times cold."""
     prior = _build_prior(name, preset, num_codes, 2, device, seed=0)
     prior.sample(n, generator=torch.Generator(device).manual_seed(0))
 
 
-def measure_sampling_one(name: str, preset: str, num_codes: int, side: int, n: int,
+def measure_sampling_one(name: str, preset: Preset, num_codes: int, side: int, n: int,
                          device: torch.device, sizes: PerfSizes, seed: int) -> dict[str, Any]:
     """sampling_speed of one prior, n grids of side x side at once; the naive path is timed on
     as many positions as fit in max_naive_s (one full forward each) and extrapolated."""
@@ -250,7 +262,7 @@ def measure_features(preset: Preset, ds: ImageDataset, device: torch.device, siz
     t0 = time.perf_counter()
     extractor = build_extractor("mri", train_images=np.asarray(ds.splits["train"].images),
                                 cache_dir=cache_dir / "extractors", device=device, seed=seed,
-                                preset=preset.name, progress=None, weights_path=None)
+                                preset=preset.base, progress=None, weights_path=None)
     build_s = time.perf_counter() - t0
     x = to_float(_images(ds, "test", sizes.n_feature_images), torch.device("cpu"))
     extractor.features(x[:8])  # warm-up
@@ -314,9 +326,9 @@ def _section_sampling(ctx: _Context) -> list[dict[str, Any]]:
     cases = ctx.sizes.sampling_cases()
     ctx.progress.start("perf: sampling", len(names) * len(cases))
     for name in names:
-        warm_up_sampling(name, ctx.preset.name, num_codes, ctx.device, ctx.sizes.n_grids)
+        warm_up_sampling(name, ctx.preset, num_codes, ctx.device, ctx.sizes.n_grids)
         for side, n in cases:
-            rows.append(measure_sampling_one(name, ctx.preset.name, num_codes, side, n,
+            rows.append(measure_sampling_one(name, ctx.preset, num_codes, side, n,
                                              ctx.device, ctx.sizes, ctx.cfg.seed))
             ctx.progress.advance(1)
     return rows
@@ -341,9 +353,15 @@ def _section_peer(ctx: _Context) -> dict[str, Any]:
                      budget_s=ctx.sizes.peer_budget_s)
 
 
+def _section_scoring(ctx: _Context) -> dict[str, Any]:
+    ds, s = ctx.images(), ctx.sizes
+    return measure_scoring(_images(ds, "train", s.score_refs), _images(ds, "test", s.score_queries),
+                           _images(ds, "val", s.score_queries), s.brute_queries)
+
+
 _SECTION_FNS: dict[str, Callable[[_Context], Any]] = {
     "backbone": _section_backbone, "sampling": _section_sampling, "data": _section_data,
-    "features": _section_features, "peer": _section_peer}
+    "features": _section_features, "peer": _section_peer, "scoring": _section_scoring}
 
 
 def device_slug(device: torch.device) -> str:

@@ -39,7 +39,7 @@ CONDITIONS = ("none", "label")
 class RunConfig:
     prior: str = "pixelcnn"  # registry name
     dataset: str = "mni"  # dataset spec
-    preset: str = "quick"  # tiny | quick | full
+    preset: str = "quick"  # built-in name (tiny | quick | standard | full) or a .toml path
     seed: int = 0  # prior init, training order and sampling
     backbone_seed: int = 0  # the backbone is shared by every prior and seed compared
     device: str = "auto"  # auto | cpu | cuda
@@ -83,7 +83,8 @@ def build_prior(cfg: RunConfig, export: CodeExport, device: torch.device) -> Pri
     """The prior of `cfg`, unfitted (check_options has refused impossible conditioning)."""
     cls = priors.get_prior(cfg.prior)
     conditional = cfg.condition == "label"
-    return cls(cls.preset(cfg.preset), num_codes=export.num_codes, grid=export.grid,
+    return cls(get_preset(cfg.preset).prior_config(cls), num_codes=export.num_codes,
+               grid=export.grid,
                num_classes=len(export.label_names) if conditional else 0,
                codebook=export.codebook, device=device)
 
@@ -93,8 +94,14 @@ def run_artefact(cfg: RunConfig, prior: Prior, export: CodeExport, extractor_id:
     return Artefact.of("runs", {"prior": cfg.prior, "config": dataclasses.asdict(prior.config),
                                 "export": export.export_hash, "seed": cfg.seed,
                                 "condition": cfg.condition, "extractor": extractor_id,
-                                "n_samples": n_samples, "preset": cfg.preset},
+                                "n_samples": n_samples, "preset": preset_identity(cfg)},
                        prefix=f"{cfg.prior}-", digits=12)
+
+
+def preset_identity(cfg: RunConfig) -> dict[str, str]:
+    """A preset by name and content hash: an edited preset file never matches an old run."""
+    preset = get_preset(cfg.preset)
+    return {"name": preset.name, "content_hash": preset.content_hash}
 
 
 def sample_labels(n: int, export: CodeExport, conditional: bool) -> torch.Tensor | None:
@@ -234,7 +241,9 @@ def warn_if_splits_differ(reference: dict[str, Any], ceiling: dict[str, Any], ex
 
 
 def base_record(cfg: RunConfig, shared: Shared, ctx: ScoringContext) -> dict[str, Any]:
-    return {"dataset": cfg.dataset, "data": dataset_identity(shared.ds.spec, shared.ds.fingerprint), "preset": cfg.preset,
+    preset = preset_identity(cfg)
+    return {"dataset": cfg.dataset, "data": dataset_identity(shared.ds.spec, shared.ds.fingerprint),
+            "preset": preset["name"], "preset_hash": preset["content_hash"],
             "seed": cfg.seed, "backbone_hash": shared.export.backbone_hash,
             "export_hash": shared.export.export_hash, "num_codes": shared.export.num_codes,
             "grid": list(shared.export.grid), "backbone": shared.backbone,
@@ -303,7 +312,7 @@ def run_benchmark(cfg: RunConfig, *, progress: RichProgress | None = None,
     test_codes = code_set(shared.export, "test", cfg.condition == "label")
     preflight(prior, test_codes.codes, test_codes.labels)
     extractor = stage_extractor(cfg.extractor, shared.ds, seed=cfg.backbone_seed,
-                                preset=cfg.preset, weights_path=cfg.fid_weights, sc=sc)
+                                preset=preset.base, weights_path=cfg.fid_weights, sc=sc)
     n = n_scored(cfg, preset, shared.ds)
     art = run_artefact(cfg, prior, shared.export, extractor.id, n)
     if sc.store.exists(art) and not (cfg.force and art.key not in sc.rebuilt):

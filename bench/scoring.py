@@ -47,8 +47,8 @@ def make_context(test_images: np.ndarray, test_labels: np.ndarray | None, train_
                  device: torch.device = torch.device("cpu")) -> tuple[ScoringContext, np.ndarray]:
     """Pick n real test images (seeded); return the context and the test indices left over
     (disjoint from the chosen ones) from which the reference row's reconstructions come.
-    `store`: where the memorisation threshold (every real image against every train image:
-    about a minute on 2 CPU cores at 500 x 4000) is kept, keyed by the images' bytes."""
+    `store`: where the memorisation threshold (every real image's nearest train image) is
+    kept, keyed by the images' bytes."""
     order = np.random.default_rng(seed).permutation(len(test_images))
     chosen, rest = np.sort(order[:n]), np.sort(order[n:2 * n])
     real = to_float(np.asarray(test_images[chosen]), device)  # image metrics run on `device`
@@ -73,7 +73,8 @@ def stored_memorisation_threshold(train: Tensor, real: Tensor, store: Store | No
     """`metrics.memorisation_threshold`, kept in `store` (kind `scores`) when one is given."""
     if store is None:
         return metrics.memorisation_threshold(train, real, quantile=MEMORISED_QUANTILE)
-    meta = {"metric": "memorisation_threshold", "quantile": MEMORISED_QUANTILE}
+    meta = {"metric": "memorisation_threshold", "quantile": MEMORISED_QUANTILE,
+            "ssim": "float64"}  # before: float32 all-pairs SSIM (values off by ~1e-7)
     art = Artefact.of("scores", meta | {"images": tensors_hash({"train": train, "real": real}, {})},
                       prefix="memorisation-")
 

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 ENTRY_POINT_GROUP = "bench.priors"
-PRESETS = ("tiny", "quick", "full")  # tiny: tests, seconds; quick: 2 CPU cores; full: a GPU
+PRESETS = ("tiny", "quick", "standard", "full")  # tiny: tests; quick, standard: 2 CPU cores; full: a GPU
 
 
 class PriorError(ValueError):
@@ -146,7 +146,7 @@ class Prior(ABC):
 
     @classmethod
     def preset(cls, preset: str) -> Any:
-        """The config for a benchmark preset ("tiny", "quick", "full"). Default: `Config()`."""
+        """The config for a benchmark preset (one of PRESETS). Default: `Config()`."""
         check_preset(preset)
         return cls.Config()
 

@@ -115,6 +115,7 @@ class DCGANPrior(Prior):
         return {
             "tiny": cls.Config(noise_dim=8, channels=8, n_stages=1, epochs=2, batch_size=8),
             "quick": cls.Config(max_steps=1000),  # 30 epochs (~940 steps) on 2000 16x16 grids
+            "standard": cls.Config(n_stages=3, max_steps=1500),  # 4x4 -> 32x32; a first guess
             "full": cls.Config(noise_dim=128, channels=128, n_stages=3, epochs=200),
         }[preset]
 

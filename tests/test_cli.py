@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from bench import presets
 from bench.cli import app
 from bench.run import DATA_CEILING, REFERENCE
 
@@ -101,7 +102,18 @@ def test_unknown_dataset(tmp_path):
 
 def test_unknown_preset(tmp_path):
     assert_user_error(bench("run", "--preset", "huge", "--out", str(tmp_path)),
-                      "unknown preset 'huge'", "tiny, quick, full")
+                      "unknown preset 'huge'", "full, quick, standard, tiny")
+
+
+def test_preset_file_runs_and_a_typo_fails_in_one_line(tmp_path):
+    tiny = (Path(presets.__file__).parent / "tiny.toml").read_text()
+    mine = tmp_path / "mine.toml"
+    mine.write_text(tiny.replace("epochs = 2", "epochs = 1"))
+    result = bench("run", "--prior", "uniform", "--preset", str(mine), "--out", str(tmp_path / "r"))
+    assert result.exit_code == 0, result.output
+    mine.write_text(tiny.replace("resolution = 32", "resolutoin = 32"))
+    assert_user_error(bench("run", "--preset", str(mine), "--out", str(tmp_path / "r")),
+                      "mine.toml: unknown key 'resolutoin' (did you mean 'resolution'?)")
 
 
 @pytest.mark.parametrize("args, message", [

@@ -92,7 +92,7 @@ def test_build_extractor_rejects_bad_arguments(tmp_path):
     with pytest.raises(BenchError, match="unknown extractor 'clip'; available: mri, inception"):
         build_extractor("clip", train_images=_train_images(), cache_dir=tmp_path, device=CPU, seed=0)
     assert EXTRACTORS == ("mri", "inception")
-    with pytest.raises(BenchError, match="unknown extractor preset 'huge'; available: tiny, quick, full"):
+    with pytest.raises(BenchError, match="unknown extractor preset 'huge'; available: tiny, quick, standard, full"):
         build_extractor("mri", train_images=_train_images(), cache_dir=tmp_path, device=CPU, seed=0, preset="huge")
     with pytest.raises(BenchError, match=r"\(N>=2, H, W\) uint8"):
         _build(tmp_path, images=_train_images().astype(np.float32))

@@ -72,6 +72,22 @@ def test_data_and_feature_fields(tiny_report):
         assert positive(report["features"][key]), key
 
 
+def test_scoring_section_times_the_search_and_all_pairs(tmp_path):
+    result = CliRunner().invoke(perf_app, ["--preset", "tiny", "--device", "cpu", "--sections",
+                                           "scoring", "--out", str(tmp_path / "p.json"),
+                                           "--cache-dir", str(tmp_path / "cache")])
+    assert result.exit_code == 0, result.output
+    assert "all pairs s (scaled)" in result.output
+    scoring = json.loads((tmp_path / "p.json").read_text())["scoring"]
+    sizes = perf_sizes("tiny")
+    for name, refs in (("threshold", sizes.score_refs), ("memorised", sizes.score_refs),
+                       ("nn_ssim", sizes.score_queries)):
+        case = scoring[name]
+        assert (case["queries"], case["refs"]) == (sizes.score_queries, refs)
+        assert positive(case["fast_s"]) and positive(case["all_pairs_s_scaled"]), name
+        assert case["max_abs_diff_vs_float32_all_pairs"] < 1e-5  # float32 all pairs vs exact
+
+
 def test_autoregressive_priors_excludes_the_others():
     names = autoregressive_priors()
     assert "pixelcnn" in names and "gated-pixelcnn" in names

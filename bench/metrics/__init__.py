@@ -2,8 +2,8 @@
 
 from bench.metrics.codes import bits_per_code, code_histogram, distinct_codes, js_divergence, perplexity
 from bench.metrics.distribution import frechet_distance, kid, precision_recall
-from bench.metrics.image import (diversity, memorisation, memorisation_threshold, memorised_share,
-                                 nn_ssim, psnr, ssim, ssim_matrix)
+from bench.metrics.image import diversity, psnr, ssim, ssim_matrix
+from bench.metrics.memorisation import memorisation, memorisation_threshold, memorised_share, nn_ssim
 
 __all__ = [
     "ssim", "psnr", "ssim_matrix", "nn_ssim", "memorisation", "memorisation_threshold",

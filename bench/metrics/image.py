@@ -1,4 +1,4 @@
-"""Image-space metrics: SSIM, PSNR, nearest-neighbour SSIM, memorisation, diversity.
+"""Image-space metrics: SSIM, PSNR, all-pairs SSIM, diversity (nearest-SSIM scores: `nearest`).
 
 Images are (N, 1, H, W) float tensors in [0, 1]. SSIM uses an 11-tap Gaussian window
 (sigma 1.5), data range 1, (K1, K2) = (0.01, 0.03), population covariances and the mean
@@ -37,10 +37,15 @@ def _check_pair(x: Tensor, y: Tensor) -> None:
         raise ValueError(f"x and y must have the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
 
 
-def _band(n: int, dtype: torch.dtype, device: torch.device) -> Tensor:
-    """(n - WIN + 1, n) matrix whose rows apply the normalised Gaussian window ('valid')."""
+def gaussian_taps() -> Tensor:
+    """(WIN,) float64 normalised Gaussian window (sums to one)."""
     taps = torch.exp(-0.5 * ((torch.arange(WIN, dtype=torch.float64) - WIN // 2) / SIGMA) ** 2)
-    taps /= taps.sum()
+    return taps / taps.sum()
+
+
+def _band(n: int, dtype: torch.dtype, device: torch.device, taps: Tensor | None = None) -> Tensor:
+    """(n - WIN + 1, n) matrix whose rows apply `taps` (default the Gaussian window), 'valid'."""
+    taps = gaussian_taps() if taps is None else taps
     band = torch.zeros(n - WIN + 1, n, dtype=torch.float64)
     for i in range(n - WIN + 1):
         band[i, i:i + WIN] = taps
@@ -134,44 +139,6 @@ def ssim_matrix(a: Tensor, b: Tensor, *, batch: int | None = None) -> Tensor:
     return out
 
 
-def nn_ssim(samples: Tensor, reference: Tensor, *, batch: int | None = None) -> Tensor:
-    """(N,) best SSIM of each sample against any reference image."""
-    return ssim_matrix(samples, reference, batch=batch).max(dim=1).values
-
-
-def memorisation_threshold(train: Tensor, heldout: Tensor, *, quantile: float = 0.95,
-                           batch: int | None = None) -> float:
-    """The `quantile` of held-out real images' nearest-train SSIM: the line a sample must
-    cross to count as memorised. Depends only on the data, so it is computed once per setting."""
-    if not 0.0 < quantile < 1.0:
-        raise ValueError(f"quantile must be in (0, 1), got {quantile}")
-    if len(heldout) == 0 or len(train) == 0:
-        raise ValueError(f"train and heldout must be non-empty, got {len(train)}, {len(heldout)}")
-    return float(torch.quantile(nn_ssim(heldout, train, batch=batch).double(), quantile))
-
-
-def memorised_share(samples: Tensor, train: Tensor, threshold: float, *,
-                    batch: int | None = None) -> float:
-    """Share of samples whose nearest-train SSIM is strictly above `threshold`."""
-    if len(samples) == 0 or len(train) == 0:
-        raise ValueError(f"samples and train must be non-empty, got {len(samples)}, {len(train)}")
-    return float((nn_ssim(samples, train, batch=batch) > threshold).double().mean())
-
-
-def memorisation(samples: Tensor, train: Tensor, heldout: Tensor, *, quantile: float = 0.95,
-                 batch: int | None = None) -> float:
-    """Share of samples closer (SSIM) to their nearest training image than held-out data is.
-
-    The threshold is the `quantile` of held-out images' nearest-train SSIM, so real held-out
-    images score about 1 - quantile and copies of training images score 1.
-    """
-    if len(samples) == 0:
-        raise ValueError(f"samples, train and heldout must be non-empty, got {len(samples)}, "
-                         f"{len(train)}, {len(heldout)}")
-    threshold = memorisation_threshold(train, heldout, quantile=quantile, batch=batch)
-    return memorised_share(samples, train, threshold, batch=batch)
-
-
 def diversity(samples: Tensor, *, max_pairs: int = 10_000, generator: torch.Generator | None = None) -> float:
     """Mean SSIM over distinct pairs of samples (lower = more diverse).
 
@@ -191,4 +158,4 @@ def diversity(samples: Tensor, *, max_pairs: int = 10_000, generator: torch.Gene
     return float(scores.mean())
 
 
-__all__ = ["ssim", "psnr", "ssim_matrix", "nn_ssim", "memorisation", "diversity"]
+__all__ = ["ssim", "psnr", "ssim_matrix", "diversity"]
