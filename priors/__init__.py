@@ -18,7 +18,7 @@ from priors.base import (
     register_prior,
 )
 from priors import (  # noqa: F401  (registers the built-ins)
-    dcgan, gated_pixelcnn, pixelcnn, transformer, uniform, unigram)
+    dcgan, gated_pixelcnn, maskgit, pixelcnn, transformer, uniform, unigram)
 
 __all__ = [
     "ENTRY_POINT_GROUP", "PRESETS", "REGISTRY", "Checkpoint", "CodeSet", "NoLikelihoodError",

@@ -2,51 +2,23 @@
 
 A subclass supplies `build_net()`: an `nn.Module` whose `forward(codes, labels)` returns
 teacher-forced logits (N, K, h, w) and whose `stepper(n, labels)` returns a cached `Stepper`.
-This base class turns the logits into an exact `log_prob`, trains the net (`fit`), and samples
-either through the cache (default) or naively, one full forward per position.
+This base class turns the logits into an exact `log_prob`, trains the net on it (`fit`, from
+`NetPrior`), and samples either through the cache (default) or naively, one full forward per
+position.
 """
 
 from __future__ import annotations
 
-import copy
-import math
 from abc import abstractmethod
-from dataclasses import dataclass
 from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from priors.base import (Checkpoint, CodeSet, NullCheckpoint, Prior, PriorError, Progress,
-                         gumbel_noise, require, seeded, step_budget)
-from priors.training import FitLoop, Shard, data_parallel
-
-
-@dataclass(frozen=True)
-class FitConfig:
-    """Training fields shared by every autoregressive prior; subclass Configs add the net."""
-
-    epochs: int = 10  # passes over the training grids; the best epoch on val is kept
-    batch_size: int = 32  # grids per optimisation step
-    lr: float = 1e-3  # peak AdamW learning rate, reached after the linear warm-up
-    min_lr_frac: float = 0.05  # cosine decay ends at lr * min_lr_frac
-    warmup_frac: float = 0.05  # share of all steps spent in linear warm-up from 0
-    weight_decay: float = 0.01  # AdamW decoupled weight decay
-    grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
-    eval_batch_size: int = 256  # grids per forward in log_prob and validation (memory only)
-    max_steps: int = 0  # cap on optimisation steps (0: epochs decide); bounds a preset's cost on big datasets
-
-    def __post_init__(self) -> None:
-        require(self.epochs >= 1, "epochs", self.epochs, ">= 1")
-        require(self.batch_size >= 1, "batch_size", self.batch_size, ">= 1")
-        require(self.lr > 0, "lr", self.lr, "> 0")
-        require(0 <= self.min_lr_frac <= 1, "min_lr_frac", self.min_lr_frac, "in [0, 1]")
-        require(0 <= self.warmup_frac < 1, "warmup_frac", self.warmup_frac, "in [0, 1)")
-        require(self.weight_decay >= 0, "weight_decay", self.weight_decay, ">= 0")
-        require(self.grad_clip >= 0, "grad_clip", self.grad_clip, ">= 0")
-        require(self.eval_batch_size >= 1, "eval_batch_size", self.eval_batch_size, ">= 1")
-        require(self.max_steps >= 0, "max_steps", self.max_steps, ">= 0 (0 = no cap)")
+from priors.base import gumbel_noise
+from priors.netprior import FitConfig, NetPrior, lr_lambda  # noqa: F401  (re-exported)
+from priors.training import Shard
 
 
 class Stepper(Protocol):
@@ -191,15 +163,8 @@ def pointwise(layer: nn.Linear, x: Tensor) -> Tensor:
     return layer(x.movedim(1, -1)).movedim(-1, 1)
 
 
-class AutoregressivePrior(Prior):
-    """Exact likelihood from teacher-forced logits; fit loop; cached and naive sampling."""
-
-    def __init__(self, config, *, num_codes: int, grid: tuple[int, int], num_classes: int = 0,
-                 codebook: Tensor | None = None, device: torch.device | str = "cpu") -> None:
-        super().__init__(config, num_codes=num_codes, grid=grid, num_classes=num_classes,
-                         codebook=codebook, device=device)
-        with seeded(0, self.device):  # a fresh instance is the same net every time
-            self.net = self.build_net().to(self.device).eval()
+class AutoregressivePrior(NetPrior):
+    """Exact likelihood from teacher-forced logits; cached and naive sampling (fit: NetPrior)."""
 
     @abstractmethod
     def build_net(self) -> nn.Module:
@@ -229,75 +194,9 @@ class AutoregressivePrior(Prior):
         logits = (net or self.net)(codes, labels).float()  # (N, K, h, w)
         return F.cross_entropy(logits, codes, reduction="none")  # (N, h, w) nats
 
-    # -- training ------------------------------------------------------------------------------
-
-    def fit(self, train: CodeSet, val: CodeSet, *, seed: int, progress: Progress,
-            checkpoint: Checkpoint = NullCheckpoint()) -> dict[str, float]:
-        if len(train) == 0 or len(val) == 0:
-            raise PriorError(f"fit needs non-empty train and val, got {len(train)} and {len(val)}")
-        with seeded(seed, self.device):
-            self.net = self.build_net().to(self.device)
-            return self._train(train, val, seed, progress, checkpoint)
-
-    def _train(self, train: CodeSet, val: CodeSet, seed: int, progress: Progress,
-               checkpoint: Checkpoint) -> dict[str, float]:
-        cfg = self.config
-        codes = self.check_codes(train.codes)
-        labels = self.check_labels(train.labels, len(train))
-        total = step_budget(len(train), cfg.batch_size, cfg.epochs, cfg.max_steps)
-        opt = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg, total))
-        loop = FitLoop(n=len(train), batch_size=cfg.batch_size, total_steps=total, seed=seed,
-                       device=self.device, checkpoint=checkpoint, progress=progress)
-        run = loop.start(f"fit {self.name}", {"net": self.net, "opt": opt, "sched": sched},
-                         {"best_nats": math.inf, "best_epoch": -1, "best_state": None,
-                          "epoch_nats": 0.0, "epoch_steps": 0})
-        model = data_parallel(self.net)
-        try:
-            for step in loop.steps():
-                shard = loop.batch(step)
-                self.net.train()
-                run["epoch_nats"] += self._step(opt, sched, codes[shard.idx],
-                                                None if labels is None else labels[shard.idx],
-                                                model=model, loop=loop, shard=shard)
-                run["epoch_steps"] += 1
-                if loop.epoch_end(step):
-                    self._end_epoch(val, loop, run, loop.epoch(step))
-        finally:
-            progress.stop()
-        loop.finish(self.net)
-        self.net.load_state_dict(run["best_state"])
-        self.net.eval()
-        return {"val_bits_per_code": run["best_nats"] / math.log(2),
-                "best_epoch": float(run["best_epoch"]), "train_wall_s": loop.wall_s()}
-
-    def _end_epoch(self, val: CodeSet, loop: FitLoop, run: dict[str, Any], epoch: int) -> None:
-        """Score val (on every rank, all of it: the same number whatever the world size);
-        keep the best epoch's weights."""
-        val_nats = self.mean_nats_per_code(val)
-        if val_nats < run["best_nats"]:
-            run.update(best_nats=val_nats, best_epoch=epoch,
-                       best_state=copy.deepcopy(self.net.state_dict()))
-        loop.advance(val_bits_per_code=val_nats / math.log(2),
-                     train_bits_per_code=run["epoch_nats"] / run["epoch_steps"] / math.log(2))
-        run.update(epoch_nats=0.0, epoch_steps=0)
-
-    def _step(self, opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LambdaLR,
-              codes: Tensor, labels: Tensor | None, *, model: nn.Module, loop: FitLoop,
-              shard: Shard) -> float:
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-            loss = loop.mean(self._nll(codes, labels, model), shard)  # nats / code
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.config.grad_clip > 0:
-            nn.utils.clip_grad_norm_(self.net.parameters(), self.config.grad_clip)
-        opt.step()
-        sched.step()
-        return loop.value(loss)
-
-    def mean_nats_per_code(self, split: CodeSet) -> float:
-        total = -self.log_prob(split.codes, split.labels).sum()
-        return float(total) / (len(split) * self.grid[0] * self.grid[1])
+    def train_loss(self, codes: Tensor, labels: Tensor | None, *, model: nn.Module,
+                   shard: Shard) -> Tensor:
+        return self._nll(codes, labels, model)  # (m, h, w) nats
 
     # -- sampling ------------------------------------------------------------------------------
 
@@ -340,23 +239,3 @@ class AutoregressivePrior(Prior):
                 out.append(stepper.logits_at(i, j))
                 stepper.write(i, j, codes[:, i, j])
         return torch.stack(out, dim=-1).unflatten(-1, self.grid)
-
-    def state_dict(self) -> dict[str, Tensor]:
-        return {k: v.detach().clone() for k, v in self.net.state_dict().items()}
-
-    def load_state_dict(self, state: dict[str, Tensor]) -> None:
-        self.net.load_state_dict(state)
-        self.net.eval()
-
-
-def lr_lambda(cfg: FitConfig, total_steps: int):
-    warmup = max(1, round(cfg.warmup_frac * total_steps))
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        t = min(1.0, (step - warmup) / max(1, total_steps - warmup))
-        return cfg.min_lr_frac + (1 - cfg.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * t))
-
-    return factor
-

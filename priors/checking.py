@@ -99,24 +99,28 @@ class Subject:
                         num_classes=self.num_classes if num_classes is None else num_classes,
                         codebook=codebook)
 
-    def fitted(self) -> dict[str, Any]:
-        """The tiny fit later rules read: the prior, what fit returned, the RNG around it.
-        Built once; its exception is re-raised to every rule that asks."""
-        if "fitted" not in self._memo:
+    def once(self, key: str, build: Callable[[], Any]) -> Any:
+        """build() on the first call, its value (or its exception, raised again) after."""
+        if key not in self._memo:
             try:
-                prior = self.make()
-                before = torch.random.get_rng_state()
-                result = prior.fit(self.split(16, 0), self.split(4, 1), seed=0,
-                                   progress=NullProgress())
-                self._memo["fitted"] = (True, {"prior": prior, "result": result,
-                                               "rng_before": before,
-                                               "rng_after": torch.random.get_rng_state()})
+                self._memo[key] = (True, build())
             except Exception as e:
-                self._memo["fitted"] = (False, e)
-        ok, value = self._memo["fitted"]
+                self._memo[key] = (False, e)
+        ok, value = self._memo[key]
         if not ok:
             raise value
         return value
+
+    def fitted(self) -> dict[str, Any]:
+        """The tiny fit later rules read: the prior, what fit returned, the RNG around it."""
+        def build() -> dict[str, Any]:
+            prior = self.make()
+            before = torch.random.get_rng_state()
+            result = prior.fit(self.split(16, 0), self.split(4, 1), seed=0,
+                               progress=NullProgress())
+            return {"prior": prior, "result": result, "rng_before": before,
+                    "rng_after": torch.random.get_rng_state()}
+        return self.once("fitted", build)
 
     def fitted_prior(self) -> Prior:
         """For rules that need a fitted prior: skipped, not failed twice, if the fit failed."""

@@ -16,12 +16,13 @@ from torch import Tensor
 
 from priors import base
 from priors.autoregressive import AutoregressivePrior
-from priors.base import PRESETS, CodeSet, NoLikelihoodError, NullProgress, PriorError
+from priors.base import PRESETS, CodeSet, NoLikelihoodError, NullProgress, Prior, PriorError
 from priors.boundary import log_prob_problem, preflight_problem, sample_problem
 from priors.checking import (GRID, K, N_CLASSES, Rule, RuleResult, Skip, Subject, Violation, fail,
                              load_subject, names_to_check, run_rule)
 
 NORM_K, NORM_GRID, NORM_TOL = 3, (2, 2), 1e-4  # 3**4 = 81 grids: few enough to score them all
+MATCH_SAMPLES, MATCH_CHI2 = 20000, 160.0  # chi-square with 80 dof: mean 80, P(> 160) ~ 1e-7
 AR_K, AR_GRID = 10, (5, 6)  # autoregressive rules: a non-square grid catches row/col mix-ups
 
 
@@ -184,29 +185,60 @@ def normalisation_split(n: int, seed: int, labelled: bool) -> CodeSet:
     return CodeSet(codes, NORM_K, labels if labelled else None)
 
 
-def check_log_prob_normalised(s: Subject) -> str:
+def all_grids() -> Tensor:  # (81, 2, 2): every 2x2 grid of K = 3 codes, in base-3 order
+    return torch.cartesian_prod(*[torch.arange(NORM_K)] * 4).view(-1, *NORM_GRID)
+
+
+def normalisation_prior(s: Subject) -> Prior:
+    """The prior on 2x2 grids of K = 3 codes, fitted briefly on skewed grids (built once)."""
     if not s.cls.has_likelihood:
         raise Skip("not checked: the prior has no likelihood")
-    prior = s.make(NORM_K, NORM_GRID)
-    labelled = bool(s.num_classes)
-    prior.fit(normalisation_split(32, 0, labelled), normalisation_split(8, 1, labelled), seed=0,
-              progress=NullProgress())
-    grids = torch.cartesian_prod(*[torch.arange(NORM_K)] * 4).view(-1, *NORM_GRID)  # (81, 2, 2)
-    sums, top = [], 0.0
-    for c in range(s.num_classes) if labelled else [None]:
-        lp = prior.log_prob(grids, None if c is None else torch.full((len(grids),), c))
-        problem = log_prob_problem(lp, len(grids))
-        if problem is not None:
-            raise Violation(problem)
-        sums.append(float(lp.double().exp().sum()))
-        top = max(top, float(lp.max().exp()))
+
+    def build() -> Prior:
+        prior, labelled = s.make(NORM_K, NORM_GRID), bool(s.num_classes)
+        prior.fit(normalisation_split(256, 0, labelled), normalisation_split(8, 1, labelled),
+                  seed=0, progress=NullProgress())
+        return prior
+    return s.once("normalisation", build)
+
+
+def all_grid_probs(prior: Prior, label: int | None) -> Tensor:
+    """(81,) float64: exp(log_prob) of every grid, checked like any log_prob output."""
+    grids = all_grids()
+    lp = prior.log_prob(grids, None if label is None else torch.full((len(grids),), label))
+    problem = log_prob_problem(lp, len(grids))
+    if problem is not None:
+        raise Violation(problem)
+    return lp.double().exp()
+
+
+def check_log_prob_normalised(s: Subject) -> str:
+    prior = normalisation_prior(s)
+    probs = [all_grid_probs(prior, c) for c in (range(s.num_classes) if s.num_classes else [None])]
+    sums = [float(p.sum()) for p in probs]
     worst = max(range(len(sums)), key=lambda i: abs(sums[i] - 1))  # the class furthest from 1
     if abs(sums[worst] - 1) > NORM_TOL:
-        where = f" (class {worst})" if labelled else ""
+        where = f" (class {worst})" if s.num_classes else ""
         raise fail("log_prob", f"of all 81 grids: exp sums to {sums[worst]:.6f}{where}",
                    NORMALISED)
     return (f"of all 81 grids: exp sums to {', '.join(f'{t:.6f}' for t in sums)} "
-            f"(largest p {top:.3g}; uniform {1 / len(grids):.3g})")
+            f"(largest p {max(float(p.max()) for p in probs):.3g}; uniform {1 / 81:.3g})")
+
+
+def check_sample_matches_log_prob(s: Subject) -> str:
+    prior = normalisation_prior(s)
+    label = 1 if s.num_classes else None
+    n = MATCH_SAMPLES
+    codes = prior.sample(n, generator=generator(3),
+                         labels=None if label is None else torch.full((n,), label))
+    index = codes.flatten(1).cpu() @ (NORM_K ** torch.arange(3, -1, -1))  # grid -> 0..80
+    seen = torch.bincount(index, minlength=81).double()
+    expected = n * all_grid_probs(prior, label).cpu()
+    chi2 = float(((seen - expected) ** 2 / expected).sum())  # ~ chi-square, 80 dof, if they match
+    if chi2 > MATCH_CHI2:
+        raise fail("sample", f"drew 2x2 grids at chi-square {chi2:.0f} (80 dof) from "
+                   f"exp(log_prob) in {n} draws", MATCHES)
+    return f"drew {n} 2x2 grids at chi-square {chi2:.0f} (80 dof) from exp(log_prob)"
 
 
 def autoregressive(s: Subject) -> list[tuple[AutoregressivePrior, int]]:
@@ -271,6 +303,7 @@ FIT_RESULT = "it must return a dict[str, float] (saved in the run's record under
 ROUND_TRIP = "state_dict -> fresh instance -> load_state_dict must restore the prior exactly"
 NO_LIKELIHOOD = "a prior with has_likelihood = False must raise NoLikelihoodError (never 0 or NaN)"
 NORMALISED = f"it must be 1 within {NORM_TOL:g}: log p of a normalised distribution"
+MATCHES = f"it must sample the distribution log_prob scores (chi-square <= {MATCH_CHI2:g})"
 CACHED = "cached logits must equal the teacher-forced forward at every position (1e-5)"
 
 RULES = [
@@ -303,6 +336,8 @@ RULES = [
          "checks every batch", check_log_prob_valid),
     Rule("log-prob-normalised", "log_prob", NORMALISED, "an unnormalised log_prob makes "
          "bits/code meaningless (a constant shift wins the table)", check_log_prob_normalised),
+    Rule("sample-matches-log-prob", "sample", MATCHES, "bits/code and the sample scores must "
+         "describe one model", check_sample_matches_log_prob),
     Rule("cached-logits", "stepper", CACHED, "cached sampling must sample the model that "
          "log_prob scores", check_cached_logits),
     Rule("cached-sampling", "sample", "cached and naive sampling must draw identical grids",

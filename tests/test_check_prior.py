@@ -34,7 +34,7 @@ def test_check_prior_prints_one_line_per_rule():
     lines = result.stdout.splitlines()
     assert [ln.split()[1] for ln in lines] == [r.name for r in contract.RULES]
     assert all(ln.startswith(("pass  ", "skip  ")) and "prior 'pixelcnn': " in ln for ln in lines)
-    assert "pixelcnn: 16 pass, 1 skip, 0 FAIL in" in result.stderr
+    assert "pixelcnn: 17 pass, 1 skip, 0 FAIL in" in result.stderr
 
 
 @pytest.mark.parametrize("args,needles", [
@@ -61,7 +61,7 @@ def test_check_prior_all_checks_plugins_and_failed_entry_points(registry, broken
     assert result.exit_code == 1, result.output
     checked = {ln.split(":")[0] for ln in result.stderr.splitlines() if " pass, " in ln}
     assert checked == {"example-histogram", *broken_plugins.ENTRY_POINTS}
-    assert "example-histogram: 13 pass, 4 skip, 0 FAIL" in result.stderr
+    assert "example-histogram: 14 pass, 4 skip, 0 FAIL" in result.stderr
     assert "broken-missing: 0 pass, 0 skip, 1 FAIL" in result.stderr
 
 
@@ -134,7 +134,7 @@ def test_the_example_plugin_installed_by_pip_passes_check_prior(tmp_path):
         timeout=300)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "resolves to bench_example_prior.HistogramPrior" in checked.stdout
-    assert "example-histogram: 13 pass, 4 skip, 0 FAIL" in checked.stderr
+    assert "example-histogram: 14 pass, 4 skip, 0 FAIL" in checked.stderr
     where = run([python, "-c", "import bench_example_prior; print(bench_example_prior.__file__)"],
                 cwd=tmp_path)
     assert where.startswith(str(site))  # the installed copy, not tests/plugins

@@ -51,6 +51,8 @@ def rule_result(cls: type, rule: str) -> contract.RuleResult:
     ("ShiftedDown", "log-prob-normalised", r"log_prob of all 81 grids: exp sums to 0\.606531; "
                                            r"it must be 1 within 0\.0001"),
     ("ShiftedUp", "log-prob-normalised", r"log_prob of all 81 grids: exp sums to 1\.010050"),
+    ("SharperSamples", "sample-matches-log-prob", r"sample drew 2x2 grids at chi-square \d+ \(80 "
+                                                  r"dof\) from exp\(log_prob\) in 20000 draws"),
 ])
 def test_each_rule_fails_on_a_prior_that_breaks_it(broken_plugins, broken, rule, match):
     result = rule_result(getattr(broken_plugins, broken), rule)

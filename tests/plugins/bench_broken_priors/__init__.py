@@ -120,6 +120,21 @@ class NeedsFit(HistogramPrior):
         return super().sample(n, generator=generator, labels=labels)
 
 
+class SharperSamples(HistogramPrior):
+    def log_probs(self):  # sample() draws from p^2 renormalised; log_prob still scores p
+        sharp = 2 * super().log_probs()
+        return sharp.log_softmax(0) if self._sampling else super().log_probs()
+
+    _sampling = False
+
+    def sample(self, n, *, generator, labels=None):
+        self._sampling = True
+        try:
+            return super().sample(n, generator=generator, labels=labels)
+        finally:
+            self._sampling = False
+
+
 class ShiftedDown(HistogramPrior):
     def log_prob(self, codes, labels=None):
         return super().log_prob(codes, labels) - 0.5  # still < 0, but sums to exp(-0.5)
