@@ -25,7 +25,7 @@ from bench.presets import Preset, get_preset
 from bench.progress import RichProgress, err_console
 from bench.scoring import SampleSet, ScoringContext, make_context, score_samples
 from bench.stages import (StageContext, backbone_scores, stage_backbone, stage_data,
-                          stage_export, stage_extractor, with_checkpoint)
+                          stage_export, stage_extractor)
 from bench.store import Artefact, Store
 from bench.validate import check_log_prob, check_samples, preflight
 from priors import CodeSet, Prior
@@ -79,28 +79,27 @@ def code_set(export: CodeExport, split: str, conditional: bool) -> CodeSet:
     return CodeSet(codes=export.codes[split], num_codes=export.num_codes, labels=labels)
 
 
-def build_prior(cfg: RunConfig, export: CodeExport, device: torch.device) -> Prior:
+def build_prior(cfg: RunConfig, preset: Preset, export: CodeExport, device: torch.device) -> Prior:
     """The prior of `cfg`, unfitted (check_options has refused impossible conditioning)."""
     cls = priors.get_prior(cfg.prior)
     conditional = cfg.condition == "label"
-    return cls(get_preset(cfg.preset).prior_config(cls), num_codes=export.num_codes,
+    return cls(preset.prior_config(cls), num_codes=export.num_codes,
                grid=export.grid,
                num_classes=len(export.label_names) if conditional else 0,
                codebook=export.codebook, device=device)
 
 
-def run_artefact(cfg: RunConfig, prior: Prior, export: CodeExport, extractor_id: str,
-                 n_samples: int) -> Artefact:
+def run_artefact(cfg: RunConfig, preset: Preset, prior: Prior, export: CodeExport,
+                 extractor_id: str, n_samples: int) -> Artefact:
     return Artefact.of("runs", {"prior": cfg.prior, "config": dataclasses.asdict(prior.config),
                                 "export": export.export_hash, "seed": cfg.seed,
                                 "condition": cfg.condition, "extractor": extractor_id,
-                                "n_samples": n_samples, "preset": preset_identity(cfg)},
+                                "n_samples": n_samples, "preset": preset_identity(preset)},
                        prefix=f"{cfg.prior}-", digits=12)
 
 
-def preset_identity(cfg: RunConfig) -> dict[str, str]:
+def preset_identity(preset: Preset) -> dict[str, str]:
     """A preset by name and content hash: an edited preset file never matches an old run."""
-    preset = get_preset(cfg.preset)
     return {"name": preset.name, "content_hash": preset.content_hash}
 
 
@@ -153,6 +152,7 @@ class RunResult:
 class Shared:
     """The artefacts one run shares with every other run of its setting."""
 
+    preset: Preset
     ds: ImageDataset
     model: VQVAE
     export: CodeExport
@@ -241,7 +241,7 @@ def warn_if_splits_differ(reference: dict[str, Any], ceiling: dict[str, Any], ex
 
 
 def base_record(cfg: RunConfig, shared: Shared, ctx: ScoringContext) -> dict[str, Any]:
-    preset = preset_identity(cfg)
+    preset = preset_identity(shared.preset)
     return {"dataset": cfg.dataset, "data": dataset_identity(shared.ds.spec, shared.ds.fingerprint),
             "preset": preset["name"], "preset_hash": preset["content_hash"],
             "seed": cfg.seed, "backbone_hash": shared.export.backbone_hash,
@@ -296,7 +296,7 @@ def prepare_shared(cfg: RunConfig, preset: Preset, sc: StageContext) -> Shared:
     scores = backbone_scores(model, ds, export, sc)
     artefacts = {"backbone": f"{bb_art.kind}/{bb_art.name}",
                  "export": f"{ex_art.kind}/{ex_art.name}"}
-    return Shared(ds, model, export, artefacts, scores)
+    return Shared(preset, ds, model, export, artefacts, scores)
 
 
 def run_benchmark(cfg: RunConfig, *, progress: RichProgress | None = None,
@@ -308,13 +308,13 @@ def run_benchmark(cfg: RunConfig, *, progress: RichProgress | None = None,
                             progress=progress or RichProgress(), force=cfg.force,
                             checkpoint_every_s=cfg.checkpoint_every_s)
     shared = prepare_shared(cfg, preset, sc)
-    prior = build_prior(cfg, shared.export, sc.device)
+    prior = build_prior(cfg, preset, shared.export, sc.device)
     test_codes = code_set(shared.export, "test", cfg.condition == "label")
     preflight(prior, test_codes.codes, test_codes.labels)
     extractor = stage_extractor(cfg.extractor, shared.ds, seed=cfg.backbone_seed,
                                 preset=preset.base, weights_path=cfg.fid_weights, sc=sc)
     n = n_scored(cfg, preset, shared.ds)
-    art = run_artefact(cfg, prior, shared.export, extractor.id, n)
+    art = run_artefact(cfg, preset, prior, shared.export, extractor.id, n)
     if sc.store.exists(art) and not (cfg.force and art.key not in sc.rebuilt):
         record = sc.store.read(art, records.read)
         err_console.print(f"run: identical finished run found at {sc.store.dir(art)}; "
@@ -368,7 +368,8 @@ def fit_and_score(cfg: RunConfig, prior: Prior, shared: Shared, ctx: ScoringCont
     fit_summary = prior.fit(code_set(export, "train", conditional),
                             code_set(export, "val", conditional), seed=cfg.seed,
                             progress=sc.progress,
-                            **with_checkpoint(prior.fit, sc.checkpoint(art)))
+                            **({"checkpoint": sc.checkpoint(art)}
+                               if priors.accepts_checkpoint(prior) else {}))
     fit_s = fit_summary.get("train_wall_s", time.perf_counter() - t0)  # counts resumed parts
     bits = bits_per_code_on(prior, code_set(export, "test", conditional))
     labels = sample_labels(n, export, conditional)

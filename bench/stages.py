@@ -5,7 +5,6 @@ once (under its lock) and reuses it; `force` rebuilds it once per process."""
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from pathlib import Path
 from typing import Any, Callable
 
@@ -53,11 +52,6 @@ class StageContext:
         force = self.force and stage not in self.rebuilt
         self.rebuilt.add(stage)
         return force
-
-
-def with_checkpoint(fn: Callable, checkpoint: Any) -> dict[str, Any]:
-    """`checkpoint=` for a training function that takes one (outside plug-ins may not)."""
-    return {"checkpoint": checkpoint} if "checkpoint" in inspect.signature(fn).parameters else {}
 
 
 def stage_data(spec: str, data_cfg: DataConfig, sc: StageContext) -> ImageDataset:

@@ -277,7 +277,7 @@ class Store:
             except BaseException:
                 shutil.rmtree(staging, ignore_errors=True)
                 raise
-        return self.read(art, load), True
+        return load(self.dir(art)), True  # just hashed into its manifest: no second pass
 
     def _write_manifest(self, staging: Path, art: Artefact) -> None:
         files = {str(p.relative_to(staging)): file_sha256(p)

@@ -311,7 +311,7 @@ RULES = [
          "benchmark; the import error says why", check_entry_point),
     Rule("config", "Config", CONFIG, "configs are hashed into run ids and rebuilt from JSON; "
          "frozen means a run's config cannot change under it", check_config),
-    Rule("preset", "preset", "it must return the prior's Config for tiny, quick and full",
+    Rule("preset", "preset", "it must return the prior's Config for every built-in preset",
          "`bench run --preset` builds the prior from it", check_preset),
     Rule("init-rng", "__init__", GLOBAL_RNG, "bench seeds runs itself; a prior that moves the "
          "global RNG changes every later draw of the process", check_init_rng),

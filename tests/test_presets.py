@@ -148,7 +148,7 @@ def test_editing_a_preset_file_changes_the_backbone_key_and_the_run_identity(tmp
     from types import SimpleNamespace
 
     from bench.presets import get_preset
-    from bench.run import RunConfig, preset_identity
+    from bench.run import preset_identity
     from bench.stages import backbone_artefact
     text = (Path(__file__).parents[1] / "bench" / "presets" / "quick.toml").read_text()
     before, after = tmp_path / "mine.toml", tmp_path / "edited" / "mine.toml"
@@ -158,6 +158,6 @@ def test_editing_a_preset_file_changes_the_backbone_key_and_the_run_identity(tmp
     ds = SimpleNamespace(fingerprint="f")
     keys = [backbone_artefact(get_preset(str(p)), ds, 0).key for p in (before, after)]
     assert keys[0] != keys[1]
-    ids = [preset_identity(RunConfig(preset=str(p))) for p in (before, after)]
+    ids = [preset_identity(get_preset(str(p))) for p in (before, after)]
     assert ids[0]["name"] == ids[1]["name"] == "mine"
     assert ids[0]["content_hash"] != ids[1]["content_hash"]
