@@ -23,9 +23,9 @@ def perf(
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     preset: str = typer.Option("quick", help="Sizes: tiny (tests) | quick, standard (CPU) | "
                                              "full (GPU) | path/to/preset.toml"),
-    sections: str = typer.Option("backbone,sampling,data,features,scoring",
-                                 help="Comma-separated: backbone,sampling,data,features,peer,"
-                                      "scoring"),
+    sections: str = typer.Option("backbone,precision,sampling,data,features,scoring",
+                                 help="Comma-separated: backbone,precision,sampling,data,"
+                                      "features,peer,scoring"),
     dataset: str = typer.Option("mni", help="Dataset spec for loading, backbone, features, peer."),
     peer: Optional[str] = typer.Option(None, help="Race our backbone against a peer: monai "
                                        "(adds the peer section)."),
@@ -38,6 +38,9 @@ def perf(
                                                 "prior and grid, s; the rest is extrapolated."),
     peer_budget_s: Optional[float] = typer.Option(None, help="Training budget of each backbone "
                                                   "in the peer race, s."),
+    precision_priors: str = typer.Option("pixelcnn", help="Network priors whose fp32 and bf16 "
+                                         "training steps/s the precision section times, e.g. "
+                                         "pixelcnn,maskgit."),
     threads: int = typer.Option(0, help="torch intra-op threads (0 = torch's default)."),
     seed: int = typer.Option(0, help="Seed of model init, batch order and sampling."),
     out: Optional[Path] = typer.Option(None, help="JSON report [default: "
@@ -49,6 +52,8 @@ def perf(
         sizes = sized(preset, grids, max_naive_s, peer_budget_s, run_grids)
         cfg = PerfConfig(preset=preset, device=device, sections=parse_sections(sections, peer),
                          dataset=dataset, peer=peer or "monai", sizes=sizes, threads=threads,
+                         precision_priors=tuple(n.strip() for n in precision_priors.split(",")
+                                                if n.strip()),
                          seed=seed, out=out, cache_dir=cache_dir)
     result = run_perf(cfg, progress=RichProgress())
     print_report(result.report)
@@ -135,13 +140,25 @@ def _features(f: dict[str, Any], title: str) -> Table:
 
 
 def _peer(p: dict[str, Any], title: str) -> Table:
-    title += f" · {p['budget_s']:.3g} s each, batch {p['batch_size']}, {p['optimizer']}"
+    """One row per contender; a degenerate one is flagged and gets no speed ratio."""
+    title += (f" · {p['budget_s']:.3g} s each, batch {p['batch_size']}, {p['resolution']} px, "
+              f"{p['precision']}, {p['optimizer']}")
+    ratio = p.get("images_per_s_ratio")
     return _table(title,
-                  ["backbone", "parameters", "GFLOP/step", "steps", "images/s", "final train MSE",
-                   "recon SSIM"],
+                  ["backbone", "parameters", "GFLOP/step", "steps", "images/s", "images/s vs ours",
+                   "final train MSE", "codes used", "recon SSIM", "verdict"],
                   [[name, c["n_parameters"], c["flops_per_step"] / 1e9, c["steps"],
-                    c["images_per_s"], c["final_train_mse"], c["recon_ssim"]]
+                    c["images_per_s"], _speed(name, ratio),
+                    c["final_train_mse"], f"{c['codes_used']}/{c['num_codes']}", c["recon_ssim"],
+                    "ok" if c["degenerate"] is None else f"degenerate: {c['degenerate']}"]
                    for name, c in p["contenders"].items()])
+
+
+def _speed(name: str, ratio: float | None) -> str:
+    """A peer's images/s over ours; '-' when the race gave no ratio (a degenerate contender)."""
+    if ratio is None:
+        return "-"
+    return "1x" if name == "ours" else f"{ratio:.3g}x"
 
 
 def _scoring(s: dict[str, Any], title: str) -> Table:
@@ -155,8 +172,18 @@ def _scoring(s: dict[str, Any], title: str) -> Table:
                    for name, c in s.items() if isinstance(c, dict)])
 
 
-PRINTERS = {"backbone": _backbone, "sampling": _sampling, "data": _data, "features": _features,
-            "peer": _peer, "scoring": _scoring}
+def _precision(p: dict[str, Any], title: str) -> Table:
+    """fp32 and bf16 steps/s side by side; the speed-up is the median of per-round ratios."""
+    if not p["bf16_native"]:
+        return _table(title, ["training precision"], [[p["note"]]])
+    title += f" · {p['steps_per_run']} steps x {p['rounds']} rounds each, {p['resolution']} px"
+    return _table(title, ["training", "batch", "fp32 steps/s", "bf16 steps/s", "bf16 speed-up"],
+                  [[name, c["batch_size"], c["fp32_steps_per_s"], c["bf16_steps_per_s"],
+                    f"{c['bf16_speedup']:.3g}x"] for name, c in p["contenders"].items()])
+
+
+PRINTERS = {"backbone": _backbone, "precision": _precision, "sampling": _sampling, "data": _data,
+            "features": _features, "peer": _peer, "scoring": _scoring}
 
 perf_app = typer.Typer(help="Machine-use numbers of the benchmark.", add_completion=False,
                        pretty_exceptions_enable=False)

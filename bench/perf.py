@@ -9,6 +9,8 @@ Sections (each a dict in the report, all times wall clock on one device, in one 
   data      dataset loading, cold (decode into a fresh cache) vs warm
   features  feature-extraction images/s of the `mri` extractor
   peer      our backbone against a peer implementation at an equal wall-clock budget
+  precision training steps/s in fp32 and bf16 autocast side by side, backbone and network
+            priors (`bench.perf_precision`)
   scoring   nearest-SSIM scores of a run (memorisation threshold and share, NN-SSIM): the
             bounded exact search against scoring every pair (`bench.perf_scoring`)
 The machine load average is recorded around every section: timings on a shared box are noisy.
@@ -33,6 +35,7 @@ import priors
 from bench.data import DataConfig, ImageDataset, load_dataset
 from bench.extractors import build_extractor
 from bench.peers import PEERS, peer_module, race_peer
+from bench.perf_precision import check_prior_names, measure_precision
 from bench.perf_scoring import measure_scoring
 from bench.presets import Preset, get_preset
 from bench.run import SAMPLE_BATCH, device_name, resolve_device
@@ -43,10 +46,10 @@ from priors.autoregressive import AutoregressivePrior
 from priors.base import seeded
 from vqvae import VQVAE, TrainConfig, train_vqvae
 from bench.store import write_json_atomic
-from vqvae.train import to_float
+from vqvae.train import native_bf16_cpu, to_float
 
-SECTIONS = ("backbone", "sampling", "data", "features", "peer", "scoring")
-DEFAULT_SECTIONS = ("backbone", "sampling", "data", "features", "scoring")
+SECTIONS = ("backbone", "sampling", "data", "features", "peer", "scoring", "precision")
+DEFAULT_SECTIONS = ("backbone", "precision", "sampling", "data", "features", "scoring")
 FORMAT = 1  # bump when a field changes meaning
 
 
@@ -67,12 +70,15 @@ class PerfSizes:
     score_queries: int = 500  # real test images (and sample stand-ins) of the scoring section
     score_refs: int = 4000  # training images they are compared against
     brute_queries: int = 25  # queries scored against every reference to time all pairs
+    precision_steps: int = 4  # training steps per run of the precision section
+    precision_rounds: int = 3  # timed rounds (fp32 run, bf16 run) after one untimed
 
     def __post_init__(self) -> None:
         if self.matmul_n < 0:
             raise ValueError(f"matmul_n must be >= 0, got {self.matmul_n}")
         for name in ("backbone_steps", "n_grids", "run_batch", "n_feature_images",
-                     "score_queries", "score_refs", "brute_queries"):
+                     "score_queries", "score_refs", "brute_queries", "precision_steps",
+                     "precision_rounds"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("matmul_s", "max_naive_s", "peer_budget_s"):
@@ -97,7 +103,8 @@ def perf_sizes(preset: str) -> PerfSizes:
             return PerfSizes(matmul_n=256, matmul_s=0.05, backbone_steps=2, grids=(4,),
                              n_grids=2, run_grids=(3,), run_batch=5, max_naive_s=0.1,
                              n_feature_images=32, peer_budget_s=0.5, score_queries=6,
-                             score_refs=20, brute_queries=2)
+                             score_refs=20, brute_queries=2, precision_steps=2,
+                             precision_rounds=1)
         case "quick":
             return PerfSizes(matmul_n=0, matmul_s=2.0, backbone_steps=30, grids=(16, 32, 64),
                              n_grids=8, run_grids=(16, 32), run_batch=SAMPLE_BATCH,
@@ -120,6 +127,7 @@ class PerfConfig:
     sections: tuple[str, ...] = DEFAULT_SECTIONS  # subset of SECTIONS, run in that order
     dataset: str = "mni"  # dataset spec for data loading, backbone, features and peer images
     peer: str = "monai"  # which peer the "peer" section races (bench.peers.PEERS)
+    precision_priors: tuple[str, ...] = ("pixelcnn",)  # network priors the precision section times
     sizes: PerfSizes | None = None  # None = perf_sizes(preset)
     threads: int = 0  # torch intra-op threads during the run, restored after; 0 = leave as is
     seed: int = 0  # model init, batch order, sampling
@@ -141,6 +149,7 @@ class PerfConfig:
             raise ValueError(f"out must be a JSON file path, got the folder {self.out}")
         if self.threads < 0:
             raise ValueError(f"threads must be >= 0 (0 = torch's default), got {self.threads}")
+        check_prior_names(self.precision_priors)
 
     @property
     def resolved_sizes(self) -> PerfSizes:
@@ -204,7 +213,8 @@ def measure_backbone(preset: Preset, ds: ImageDataset, device: torch.device, siz
     train = _images(ds, "train", sizes.backbone_steps * bs)
     epochs = math.ceil(sizes.backbone_steps / max(1, len(train) // bs))
     model = VQVAE(preset.vqvae)
-    warm = TrainConfig(epochs=1, batch_size=bs, lr=preset.train.lr, seed=seed)
+    warm = TrainConfig(epochs=1, batch_size=bs, lr=preset.train.lr, seed=seed,
+                       precision=preset.train.precision)
     train_vqvae(model, train[:2 * bs], warm, device=device, progress=NullProgress())
     summary = train_vqvae(model, train, replace(warm, epochs=epochs), device=device,
                           progress=NullProgress())
@@ -215,7 +225,7 @@ def measure_backbone(preset: Preset, ds: ImageDataset, device: torch.device, siz
             "n_parameters": sum(p.numel() for p in model.parameters()),
             "flops_per_step": flops,
             "achieved_flops_per_s": flops * summary["steps"] / summary["train_wall_s"],
-            "amp": "bf16 autocast + channels_last" if device.type == "cuda" else "fp32"}
+            "amp": f"{summary['precision']} + channels_last"}
 
 
 def autoregressive_priors() -> list[str]:
@@ -302,7 +312,7 @@ class _Context:
 def _matmul_peaks(ctx: _Context) -> dict[str, dict[str, float]]:
     n = ctx.sizes.matmul_n or (8192 if ctx.device.type == "cuda" else 2048)
     dtypes = {"fp32": torch.float32}
-    if ctx.device.type == "cuda":  # training runs under bf16 autocast there
+    if ctx.device.type == "cuda" or native_bf16_cpu():  # where auto trains in bf16
         dtypes["bf16"] = torch.bfloat16
     return {name: matmul_peak(ctx.device, n=n, seconds=ctx.sizes.matmul_s, dtype=dtype)
             for name, dtype in dtypes.items()}
@@ -353,6 +363,14 @@ def _section_peer(ctx: _Context) -> dict[str, Any]:
                      budget_s=ctx.sizes.peer_budget_s)
 
 
+def _section_precision(ctx: _Context) -> dict[str, Any]:
+    s = ctx.sizes
+    return measure_precision(ctx.preset, _images(ctx.images(), "train", s.precision_steps
+                                                 * ctx.preset.train.batch_size),
+                             ctx.device, steps=s.precision_steps, rounds=s.precision_rounds,
+                             prior_names=ctx.cfg.precision_priors, seed=ctx.cfg.seed)
+
+
 def _section_scoring(ctx: _Context) -> dict[str, Any]:
     ds, s = ctx.images(), ctx.sizes
     return measure_scoring(_images(ds, "train", s.score_refs), _images(ds, "test", s.score_queries),
@@ -361,7 +379,8 @@ def _section_scoring(ctx: _Context) -> dict[str, Any]:
 
 _SECTION_FNS: dict[str, Callable[[_Context], Any]] = {
     "backbone": _section_backbone, "sampling": _section_sampling, "data": _section_data,
-    "features": _section_features, "peer": _section_peer, "scoring": _section_scoring}
+    "features": _section_features, "peer": _section_peer, "scoring": _section_scoring,
+    "precision": _section_precision}
 
 
 def device_slug(device: torch.device) -> str:

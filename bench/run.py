@@ -24,13 +24,13 @@ from bench.extractors import check_extractor
 from bench.presets import Preset, get_preset
 from bench.progress import RichProgress, err_console
 from bench.scoring import SampleSet, ScoringContext, make_context, score_samples
-from bench.stages import (StageContext, backbone_scores, stage_backbone, stage_data,
-                          stage_export, stage_extractor)
+from bench.stages import (StageContext, backbone_scores, check_precision, stage_backbone,
+                          stage_data, stage_export, stage_extractor)
 from bench.store import Artefact, Store
 from bench.validate import check_log_prob, check_samples, preflight
 from priors import CodeSet, Prior
 from vqvae import VQVAE, CodeExport, decode_codes
-from vqvae.train import to_float
+from vqvae.train import PRECISIONS, to_float
 
 CONDITIONS = ("none", "label")
 
@@ -51,6 +51,7 @@ class RunConfig:
     force: bool = False  # recompute and overwrite a finished run with the same id
     skip_bad: bool = False  # skip unusable or misnamed files, named in a note
     checkpoint_every_s: float = 60.0  # seconds between training checkpoints (0: every step)
+    precision: str | None = None  # fp32 | bf16 | auto for backbone and prior training; None: the preset's
 
     def __post_init__(self) -> None:
         if self.condition not in CONDITIONS:
@@ -60,6 +61,9 @@ class RunConfig:
             raise BenchError(f"unknown --device {self.device!r}; available: auto, cpu, cuda")
         if self.n_samples < 0:
             raise BenchError(f"--n-samples must be >= 0, got {self.n_samples}")
+        if self.precision is not None and self.precision not in PRECISIONS:
+            raise BenchError(f"unknown --precision {self.precision!r}; available: "
+                             f"{', '.join(PRECISIONS)}")
         if self.checkpoint_every_s < 0:
             raise BenchError(f"--checkpoint-every must be >= 0 seconds, got "
                              f"{self.checkpoint_every_s}")
@@ -302,11 +306,12 @@ def prepare_shared(cfg: RunConfig, preset: Preset, sc: StageContext) -> Shared:
 def run_benchmark(cfg: RunConfig, *, progress: RichProgress | None = None,
                   sc: StageContext | None = None) -> RunResult:
     """Run (or find in the store) one prior on one dataset and write its record."""
-    preset = get_preset(cfg.preset)
+    preset = get_preset(cfg.preset).with_precision(cfg.precision)
     check_options(cfg)  # unknown prior, extractor without its extra: before any work
     sc = sc or StageContext(store=open_store(cfg.out), device=resolve_device(cfg.device),
                             progress=progress or RichProgress(), force=cfg.force,
                             checkpoint_every_s=cfg.checkpoint_every_s)
+    check_precision(preset, priors.get_prior(cfg.prior), sc.device)
     shared = prepare_shared(cfg, preset, sc)
     prior = build_prior(cfg, preset, shared.export, sc.device)
     test_codes = code_set(shared.export, "test", cfg.condition == "label")

@@ -13,14 +13,15 @@ import torch
 
 from bench import metrics
 from bench.data import DataConfig, ImageDataset, load_dataset
-from bench.errors import ArtefactError
+from bench.errors import ArtefactError, BenchError
 from bench.extractors import FeatureExtractor, build_extractor
 from bench.presets import Preset
 from bench.progress import RichProgress, err_console
 from bench.store import Artefact, Store, read_json, write_json_atomic
-from vqvae import (VQVAE, CheckpointError, CodeExport, decode_codes, encode_array, load_backbone,
-                   load_export, save_backbone, save_export, train_vqvae)
-from vqvae.train import to_float
+from priors import Prior
+from vqvae import (VQVAE, CheckpointError, CodeExport, TrainConfig, decode_codes, encode_array,
+                   load_backbone, load_export, save_backbone, save_export, train_vqvae)
+from vqvae.train import resolve_precision, to_float
 
 
 @dataclasses.dataclass
@@ -71,19 +72,45 @@ def backbone_train_images(ds: ImageDataset, preset: Preset, seed: int) -> np.nda
     return np.asarray(images)
 
 
-def backbone_artefact(preset: Preset, ds: ImageDataset, seed: int) -> Artefact:
+def backbone_artefact(preset: Preset, ds: ImageDataset, seed: int,
+                      device: torch.device) -> Artefact:
+    """The key names the training precision as resolved on `device` (auto: bf16 or fp32), so
+    backbones trained at different precisions are never mixed, and auto and its value agree."""
     return Artefact.of("backbones", {
         "data": ds.fingerprint, "vqvae": dataclasses.asdict(preset.vqvae),
-        "train": dataclasses.asdict(preset.train), "seed": seed,
+        "train": dataclasses.asdict(resolved_train(preset, device)), "seed": seed,
         "max_train_images": preset.max_train_images})
+
+
+def resolved_train(preset: Preset, device: torch.device) -> TrainConfig:
+    """The preset's backbone training config with its precision as it runs on `device`."""
+    return dataclasses.replace(preset.train, precision=resolved_precision(
+        "backbone", preset.train.precision, device))
+
+
+def resolved_precision(what: str, precision: str, device: torch.device) -> str:
+    """'fp32' or 'bf16' for `what`'s configured precision on `device`; bf16 on a device
+    without native bf16 is a one-line error."""
+    try:
+        return resolve_precision(precision, device)
+    except ValueError as e:
+        raise BenchError(f"{what}: {e}") from None
+
+
+def check_precision(preset: Preset, prior: type[Prior], device: torch.device) -> None:
+    """Before any work: the backbone's and the prior's precisions can run on `device`."""
+    resolved_precision("backbone", preset.train.precision, device)
+    config = preset.prior_config(prior)
+    if hasattr(config, "precision"):
+        resolved_precision(f"prior {prior.name}", config.precision, device)
 
 
 def stage_backbone(preset: Preset, ds: ImageDataset, seed: int,
                    sc: StageContext) -> tuple[VQVAE, dict[str, Any], Artefact]:
-    art = backbone_artefact(preset, ds, seed)
+    art = backbone_artefact(preset, ds, seed, sc.device)
 
     def build(directory: Path) -> None:
-        train_cfg = dataclasses.replace(preset.train, seed=seed)
+        train_cfg = dataclasses.replace(resolved_train(preset, sc.device), seed=seed)
         checkpoint = sc.checkpoint(art)
         model = VQVAE(preset.vqvae, seed=seed)  # train_vqvae seeds init, order and restarts
         summary = train_vqvae(model, backbone_train_images(ds, preset, seed), train_cfg,

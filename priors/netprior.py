@@ -19,7 +19,8 @@ from torch import Tensor, nn
 
 from priors.base import (Checkpoint, CodeSet, NullCheckpoint, Prior, PriorError, Progress,
                          require, seeded, step_budget)
-from priors.training import FitLoop, Shard, data_parallel
+from priors.training import (PRECISIONS, FitLoop, Shard, data_parallel,
+                             resolve_precision)
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,8 @@ class FitConfig:
     grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
     eval_batch_size: int = 256  # grids per forward in log_prob and validation (memory only)
     max_steps: int = 0  # cap on optimisation steps (0: epochs decide); bounds a preset's cost on big datasets
+    precision: str = "auto"  # fp32 | bf16 (autocast) | auto: bf16 on CUDA and on CPUs with native
+    # bf16 (AVX512-BF16 or AMX), else fp32 (`priors.training.resolve_precision`)
 
     def __post_init__(self) -> None:
         require(self.epochs >= 1, "epochs", self.epochs, ">= 1")
@@ -46,6 +49,8 @@ class FitConfig:
         require(self.grad_clip >= 0, "grad_clip", self.grad_clip, ">= 0")
         require(self.eval_batch_size >= 1, "eval_batch_size", self.eval_batch_size, ">= 1")
         require(self.max_steps >= 0, "max_steps", self.max_steps, ">= 0 (0 = no cap)")
+        require(self.precision in PRECISIONS, "precision", self.precision,
+                f"one of {', '.join(PRECISIONS)}")
 
 
 class NetPrior(Prior):
@@ -80,6 +85,7 @@ class NetPrior(Prior):
     def _train(self, train: CodeSet, val: CodeSet, seed: int, progress: Progress,
                checkpoint: Checkpoint) -> dict[str, float]:
         cfg = self.config
+        precision = resolve_precision(cfg.precision, self.device)
         codes = self.check_codes(train.codes)
         labels = self.check_labels(train.labels, len(train))
         total = step_budget(len(train), cfg.batch_size, cfg.epochs, cfg.max_steps)
@@ -97,7 +103,8 @@ class NetPrior(Prior):
                 self.net.train()
                 run["epoch_nats"] += self._step(opt, sched, codes[shard.idx],
                                                 None if labels is None else labels[shard.idx],
-                                                model=model, loop=loop, shard=shard)
+                                                model=model, loop=loop, shard=shard,
+                                                precision=precision)
                 run["epoch_steps"] += 1
                 if loop.epoch_end(step):
                     self._end_epoch(val, loop, run, loop.epoch(step))
@@ -107,7 +114,8 @@ class NetPrior(Prior):
         self.net.load_state_dict(run["best_state"])
         self.net.eval()
         return {"val_bits_per_code": run["best_nats"] / math.log(2),
-                "best_epoch": float(run["best_epoch"]), "train_wall_s": loop.wall_s()}
+                "best_epoch": float(run["best_epoch"]), "train_wall_s": loop.wall_s(),
+                "steps": float(total), "bf16_autocast": float(precision == "bf16")}
 
     def _end_epoch(self, val: CodeSet, loop: FitLoop, run: dict[str, Any], epoch: int) -> None:
         """Score val (on every rank, all of it: the same number whatever the world size);
@@ -122,8 +130,8 @@ class NetPrior(Prior):
 
     def _step(self, opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LambdaLR,
               codes: Tensor, labels: Tensor | None, *, model: nn.Module, loop: FitLoop,
-              shard: Shard) -> float:
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+              shard: Shard, precision: str) -> float:
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
             loss = loop.mean(self.train_loss(codes, labels, model=model, shard=shard), shard)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -38,6 +38,31 @@ def data_parallel(net: nn.Module) -> nn.Module:
     return DistributedDataParallel(net) if rank_world()[1] > 1 else net
 
 
+PRECISIONS = ("fp32", "bf16", "auto")  # training precisions; `resolve_precision` maps auto
+
+
+def native_bf16_cpu() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX tiles): the CPUs on which
+    bf16 autocast is a speed-up rather than an emulation. (vqvae.train's twin: the libraries
+    do not import each other.)"""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """'fp32' or 'bf16': `precision` (one of PRECISIONS) as it runs on `device`. auto is bf16
+    on CUDA and on a CPU with native bf16; bf16 asked for on a CPU without it is an error."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    native = device.type == "cuda" or (device.type == "cpu" and native_bf16_cpu())
+    if precision == "auto":
+        return "bf16" if native else "fp32"
+    if precision == "bf16" and not native:
+        raise ValueError(f"precision 'bf16' asked for, but this {device.type} has no native bf16 "
+                         f"(AVX512-BF16 or AMX); use precision fp32 or auto")
+    return precision
+
+
 def cpu_copy(obj: Any) -> Any:
     """Tensors in nested dicts / lists / tuples copied to the CPU, detached: a state that
     later steps cannot change and that loads on any rank's device."""

@@ -8,11 +8,14 @@ import json
 import math
 import sys
 
+import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
 
-from bench import perf
+import priors.training
+import vqvae.train
+from bench import perf, perf_precision
 from bench.cli_perf import perf_app
 from bench.errors import BenchError
 from bench.perf import (PerfConfig, autoregressive_priors, device_slug,
@@ -116,6 +119,7 @@ def test_cli_prints_tables_and_writes_json(tmp_path):
     (["--max-naive-s", "0"], "max_naive_s must be > 0"),
     (["--threads", "-1"], "threads must be >= 0"),
     (["--peer", "pytorch"], "peer must be one of monai"),
+    (["--precision-priors", "uniform"], "precision_priors must name network priors"),
 ])
 def test_cli_rejects_bad_options_in_one_line(tmp_path, args, message):
     result = CliRunner().invoke(perf_app, ["--preset", "tiny", "--out", str(tmp_path / "p.json"),
@@ -202,9 +206,15 @@ def test_peer_race_against_monai(tmp_path):
                     "flops_per_step", "achieved_flops_per_s"):
             assert positive(c[key]), key
         assert -1.0 <= c["recon_ssim"] <= 1.0
+        assert 1 <= c["codes_used"] <= c["num_codes"] == 16
+        assert set(c["spread"]) == {"within_image", "across_images"}
+        assert c["degenerate"] is None or isinstance(c["degenerate"], str)
+    # a speed ratio only between two contenders that learnt something
+    ok = all(c["degenerate"] is None for c in peer["contenders"].values())
+    assert (peer["images_per_s_ratio"] is not None) == ok
 
 
-@pytest.mark.parametrize("preset", ["tiny", "quick", "full"])
+@pytest.mark.parametrize("preset", ["tiny", "quick", "standard", "full"])
 def test_monai_is_sized_like_our_backbone(preset):
     pytest.importorskip("monai")
     from bench.peers.monai_vqvae import matched_config, n_parameters
@@ -223,3 +233,38 @@ def test_run_grids_option_and_bench_runs_batch():
     assert sized("quick", None, None, None, "none").run_grids == ()
     quick = sized("quick", "8", None, None, "16,24")
     assert quick.sampling_cases() == [(8, 8), (16, SAMPLE_BATCH), (24, SAMPLE_BATCH)]
+
+
+def test_precision_section_times_fp32_and_bf16_side_by_side(tmp_path, monkeypatch):
+    for module in (perf_precision, vqvae.train, priors.training):  # any CPU can autocast
+        monkeypatch.setattr(module, "native_bf16_cpu", lambda: True)
+    out = tmp_path / "p.json"
+    result = CliRunner().invoke(perf_app, ["--preset", "tiny", "--device", "cpu", "--sections",
+                                           "precision", "--precision-priors", "pixelcnn,maskgit",
+                                           "--out", str(out), "--cache-dir", str(tmp_path / "c")])
+    assert result.exit_code == 0, result.output
+    assert "bf16 speed-up" in result.output
+    section = json.loads(out.read_text())["precision"]
+    assert section["bf16_native"] and set(section["contenders"]) == {"backbone", "pixelcnn",
+                                                                     "maskgit"}
+    for name, c in section["contenders"].items():
+        for key in ("fp32_steps_per_s", "bf16_steps_per_s", "bf16_speedup", "batch_size"):
+            assert positive(c[key]), (name, key)
+        assert c["steps"] == perf_sizes("tiny").precision_steps
+        assert len(c["bf16_speedup_runs"]) == perf_sizes("tiny").precision_rounds
+
+
+def test_precision_section_says_in_one_line_when_the_cpu_has_no_bf16(monkeypatch):
+    monkeypatch.setattr(perf_precision, "native_bf16_cpu", lambda: False)
+    from bench.presets import get_preset
+    section = perf_precision.measure_precision(get_preset("tiny"), np.zeros((0, 32, 32), np.uint8),
+                                               torch.device("cpu"), steps=1, rounds=1,
+                                               prior_names=("pixelcnn",), seed=0)
+    assert not section["bf16_native"] and "no native bf16" in section["note"]
+    assert "contenders" not in section
+
+
+def test_network_priors_are_those_with_a_precision_field():
+    assert {"pixelcnn", "gated-pixelcnn", "transformer", "maskgit"} <= set(
+        perf_precision.network_priors())
+    assert "uniform" not in perf_precision.network_priors()

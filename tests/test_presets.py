@@ -4,6 +4,7 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+import torch
 
 import priors
 from bench import presets
@@ -156,7 +157,8 @@ def test_editing_a_preset_file_changes_the_backbone_key_and_the_run_identity(tmp
     before.write_text(text)
     after.write_text(text.replace("num_codes = 64", "num_codes = 128"))
     ds = SimpleNamespace(fingerprint="f")
-    keys = [backbone_artefact(get_preset(str(p)), ds, 0).key for p in (before, after)]
+    keys = [backbone_artefact(get_preset(str(p)), ds, 0, torch.device("cpu")).key
+            for p in (before, after)]
     assert keys[0] != keys[1]
     ids = [preset_identity(get_preset(str(p))) for p in (before, after)]
     assert ids[0]["name"] == ids[1]["name"] == "mine"

@@ -42,6 +42,9 @@ class NullCheckpoint:
         return False
 
 
+PRECISIONS = ("fp32", "bf16", "auto")  # training precisions; `resolve_precision` maps auto
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 12  # passes over the training split
@@ -50,6 +53,8 @@ class TrainConfig:
     final_lr_frac: float = 0.002  # the last step's lr = lr * final_lr_frac (cosine decay to it)
     weight_decay: float = 0.0  # AdamW weight decay
     seed: int = 0  # weight init, batch order and dead-code restarts
+    precision: str = "auto"  # fp32 | bf16 (autocast; the quantizer stays fp32) | auto: bf16 on
+    # CUDA and on CPUs with native bf16 (AVX512-BF16 or AMX), else fp32 (`resolve_precision`)
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -60,6 +65,9 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if not 0 < self.final_lr_frac <= 1:
             raise ValueError(f"final_lr_frac must be in (0, 1], got {self.final_lr_frac}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, "
+                             f"got {self.precision!r}")
 
 
 def to_float(images: np.ndarray, device: torch.device) -> Tensor:
@@ -71,16 +79,43 @@ def to_float(images: np.ndarray, device: torch.device) -> Tensor:
     return x.unsqueeze(1).float().div_(255.0)
 
 
-def train_autocast(device: torch.device):
-    """The backbone's training precision: bf16 autocast on CUDA, fp32 elsewhere."""
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+def native_bf16_cpu() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX tiles): the CPUs on which
+    bf16 autocast is a speed-up rather than an emulation."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """'fp32' or 'bf16': `precision` (one of PRECISIONS) as it runs on `device`. auto is bf16
+    on CUDA and on a CPU with native bf16; bf16 asked for on a CPU without it is an error."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    native = device.type == "cuda" or (device.type == "cpu" and native_bf16_cpu())
+    if precision == "auto":
+        return "bf16" if native else "fp32"
+    if precision == "bf16" and not native:
+        raise ValueError(f"precision 'bf16' asked for, but this {device.type} has no native bf16 "
+                         f"(AVX512-BF16 or AMX); use precision fp32 or auto")
+    return precision
+
+
+def train_autocast(device: torch.device, precision: str):
+    """bf16 autocast on `device` for a resolved precision 'bf16'; nothing for 'fp32'."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def inference_autocast(device: torch.device):
+    """Encoding and decoding: bf16 autocast on CUDA, fp32 elsewhere (code assignment itself
+    is always fp32: `Quantizer.indices`)."""
+    return train_autocast(device, "bf16" if device.type == "cuda" else "fp32")
 
 
 def train_vqvae(model: VQVAE, images: np.ndarray, cfg: TrainConfig, *, device: torch.device,
-                progress: Progress, checkpoint: Checkpoint = NullCheckpoint()) -> dict[str, float]:
+                progress: Progress, checkpoint: Checkpoint = NullCheckpoint()) -> dict[str, Any]:
     """Train `model` from scratch, in place, on (N, H, W) uint8 images: weights redrawn from
     cfg.seed, which also seeds the batch order and the dead-code restarts (torch's global RNG
-    is not used). Returns summary numbers.
+    is not used). Returns summary numbers and the precision it trained at ('fp32' or 'bf16').
 
     Continues from the checkpoint's last state if it holds one (bitwise the same weights as an
     uninterrupted run, on CPU). Under torch.distributed each rank trains on its equal slice of
@@ -92,9 +127,9 @@ def train_vqvae(model: VQVAE, images: np.ndarray, cfg: TrainConfig, *, device: t
     if cfg.batch_size % world:
         raise ValueError(f"batch_size must be a multiple of the {world} ranks, "
                          f"got {cfg.batch_size}")
+    precision = resolve_precision(cfg.precision, device)
     model.to(device).train()
-    if device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
+    model.to(memory_format=torch.channels_last)  # faster convs on CUDA and CPU (oneDNN) alike
     steps_per_epoch = max(1, images.shape[0] // cfg.batch_size)
     total = cfg.epochs * steps_per_epoch
     opt, sched = _optimiser(model, cfg, total)
@@ -113,7 +148,7 @@ def train_vqvae(model: VQVAE, images: np.ndarray, cfg: TrainConfig, *, device: t
         for step in range(run.step, total):
             idx = np.sort(order.batch(step).numpy()).reshape(world, -1)[rank]  # this rank's slice
             x = to_float(images[idx], device)
-            mse, lr = _train_step(net, opt, sched, x, generators["restarts"])
+            mse, lr = _train_step(net, opt, sched, x, generators["restarts"], precision)
             run.step = step + 1
             run.values.update(seen=run.values["seen"] + cfg.batch_size, mse=mse,
                               wall_s=time.perf_counter() - t0, updates=model.quantizer.updates,
@@ -126,7 +161,7 @@ def train_vqvae(model: VQVAE, images: np.ndarray, cfg: TrainConfig, *, device: t
     wall_s = time.perf_counter() - t0
     return {"train_wall_s": wall_s, "train_images_per_s": run.values["seen"] / wall_s,
             "final_mse": run.values["mse"], "steps": float(total),
-            "final_lr": run.values.get("lr", cfg.lr)}
+            "final_lr": run.values.get("lr", cfg.lr), "precision": precision}
 
 
 def _optimiser(model: VQVAE, cfg: TrainConfig, total_steps: int) -> tuple[Any, Any]:
@@ -147,12 +182,11 @@ def one_cycle(opt: torch.optim.Optimizer, cfg: TrainConfig,
 
 
 def _train_step(net: nn.Module, opt: torch.optim.Optimizer, sched: Any, x: Tensor,
-                restarts: torch.Generator) -> tuple[float, float]:
-    """One AdamW step on a batch (B, 1, H, W); returns the global batch's reconstruction MSE
-    and the lr the step used."""
-    if x.device.type == "cuda":
-        x = x.contiguous(memory_format=torch.channels_last)
-    with train_autocast(x.device):
+                restarts: torch.Generator, precision: str) -> tuple[float, float]:
+    """One AdamW step on a batch (B, 1, H, W) at a resolved `precision`; returns the global
+    batch's reconstruction MSE and the lr the step used."""
+    x = x.contiguous(memory_format=torch.channels_last)
+    with train_autocast(x.device, precision):
         x_hat, vq_loss, _ = net(x, restarts)
         rec = F.mse_loss(x_hat.float(), x)
         loss = rec + vq_loss
@@ -252,7 +286,7 @@ def encode_array(model: VQVAE, images: np.ndarray, *, device: torch.device,
     model.to(device).eval()
     out = []
     for i in range(0, images.shape[0], batch_size):
-        with train_autocast(device):
+        with inference_autocast(device):
             z_e = model.encoder(to_float(images[i:i + batch_size], device))
         out.append(model.quantizer.indices(z_e).cpu())  # indices assign in fp32
     h, w = model.grid(images.shape[1])

@@ -13,8 +13,9 @@ import numpy as np
 import torch
 
 from bench.errors import BenchError
-from bench.peers.race import Contender, ours, race
+from bench.peers.race import Contender, Recipe, degenerate, ours, race
 from bench.presets import Preset
+from bench.stages import resolved_precision
 from vqvae import VQVAEConfig
 
 # name -> module with `require()` (BenchError saying how to install what is missing) and
@@ -37,16 +38,25 @@ def build_peer(name: str, cfg: VQVAEConfig, *, seed: int) -> Contender:
 
 def race_peer(name: str, preset: Preset, *, train_images: np.ndarray, test_images: np.ndarray,
               device: torch.device, budget_s: float, seed: int) -> dict[str, Any]:
-    """Our backbone vs peer `name`, both at the preset's size, batch size and learning rate."""
-    contenders = [ours(preset.vqvae, seed=seed), build_peer(name, preset.vqvae, seed=seed)]
+    """Our backbone vs peer `name`, both at the preset's size, batch size and training
+    precision (as resolved on `device`), each by its own recipe. A speed ratio is given only
+    when neither contender is degenerate."""
+    precision = resolved_precision("backbone", preset.train.precision, device)
+    contenders = [ours(preset.vqvae, preset.train, seed=seed),
+                  build_peer(name, preset.vqvae, seed=seed)]
     results = race(contenders, train_images=train_images, test_images=test_images,
-                   batch_size=preset.train.batch_size, lr=preset.train.lr, budget_s=budget_s,
-                   seed=seed, device=device)
+                   batch_size=preset.train.batch_size, budget_s=budget_s, seed=seed,
+                   device=device, precision=precision)
+    ok = all(c["degenerate"] is None for c in results.values())
     return {"peer": name, "budget_s": budget_s, "batch_size": preset.train.batch_size,
-            "lr": preset.train.lr, "optimizer": "AdamW, constant lr, same batch order",
+            "resolution": preset.resolution, "precision": precision,
+            "optimizer": "AdamW, warm-up + cosine decay over the budget, same batch order",
             "n_train_images": len(train_images), "n_test_images": len(test_images),
             "parameter_ratio": results[name]["n_parameters"] / results["ours"]["n_parameters"],
+            "images_per_s_ratio": (results[name]["images_per_s"] / results["ours"]["images_per_s"]
+                                   if ok else None),
             "contenders": results}
 
 
-__all__ = ["PEERS", "Contender", "build_peer", "peer_module", "race", "race_peer"]
+__all__ = ["PEERS", "Contender", "Recipe", "build_peer", "degenerate", "peer_module", "race",
+           "race_peer"]

@@ -14,14 +14,15 @@ import math
 from dataclasses import asdict, dataclass
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from bench.errors import BenchError
-from bench.peers.race import Contender
+from bench.peers.race import Contender, Recipe
 from priors.base import seeded
 from vqvae import VQVAE, VQVAEConfig
 
 INSTALL = "pip install 'vq-prior-bench[monai]'"
+RECIPE = Recipe(lr=1e-3, final_lr_frac=0.01)  # AdamW, warm-up then cosine decay in the budget
 
 
 def require():
@@ -93,10 +94,23 @@ def matched_config(cfg: VQVAEConfig, *, tolerance: float = 0.2) -> MonaiConfig:
 
 
 def build(cfg: VQVAEConfig, *, seed: int) -> Contender:
+    """MONAI's VQVAE sized like `cfg`, trained by RECIPE. Its quantizer runs in fp32 under any
+    autocast (MONAI turns autocast off there on CUDA only; ours does on every device)."""
     monai = require()
     mcfg = matched_config(cfg)
     with seeded(seed, torch.device("cpu")):  # built on the CPU, moved by the race
         model = mcfg.build()
-    return Contender("monai", model, model,  # MONAI's forward: x -> (reconstruction, vq loss)
+
+    def forward(x: Tensor) -> tuple[Tensor, Tensor]:  # -> (reconstruction, vq loss)
+        z = model.encode(x)
+        with torch.autocast(x.device.type, enabled=False):
+            z_q, loss = model.quantize(z.float())
+        return model.decode(z_q), loss
+
+    def codes(x: Tensor) -> Tensor:  # (B, h, w) int64
+        with torch.autocast(x.device.type, enabled=False):
+            return model.index_quantize(x).long()
+
+    return Contender("monai", model, forward, codes, RECIPE, cfg.num_codes,
                      {"module": "monai.networks.nets.VQVAE", "monai": monai.__version__,
-                      **asdict(mcfg)})
+                      **asdict(mcfg), "codebook_care": "EMA (MONAI's EMAQuantizer, no restarts)"})

@@ -1,13 +1,17 @@
-"""Backbones trained side by side: same images, batch order, batch size, optimiser and
-wall-clock budget; then reconstruction SSIM on the same held-out images.
+"""Backbones trained side by side: same images, batch order, batch size, precision and
+wall-clock budget, each with its own training recipe; then reconstruction SSIM, codes used and
+a degeneracy check on the same held-out images.
 
 The steps of the contenders are interleaved (whoever has used the least time goes next), so a
-change in machine load during the race hits every contender alike.
+change in machine load during the race hits every contender alike. A contender whose
+reconstructions are degenerate (flat, the same for every image, or from <= 2 codes) is flagged
+and left out of the ranking: a fast backbone that learnt nothing has not won anything.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -21,10 +25,41 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from bench import metrics
 from bench.run import sync
-from vqvae import VQVAE, VQVAEConfig
+from vqvae import VQVAE, TrainConfig, VQVAEConfig
 from vqvae.train import to_float, train_autocast
 
 FINAL_WINDOW = 20  # steps averaged into final_train_mse
+MIN_SPREAD = 0.2  # spread_ratios under this share of the data's: degenerate reconstructions
+MIN_CODES = 2  # this many distinct codes or fewer over the test images: a degenerate codebook
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """AdamW within a wall-clock budget: lr warmed up linearly from lr / 25 over the first
+    `warmup_frac` of the budget, then cosine-decayed to lr * final_lr_frac at its end (the
+    shape of `vqvae.train.one_cycle`, by time used instead of steps)."""
+
+    lr: float  # peak AdamW learning rate
+    final_lr_frac: float = 0.01  # lr at the end of the budget / lr
+    warmup_frac: float = 0.05  # share of the budget spent warming up
+    weight_decay: float = 0.0  # AdamW decoupled weight decay
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not 0 < self.final_lr_frac <= 1:
+            raise ValueError(f"final_lr_frac must be in (0, 1], got {self.final_lr_frac}")
+        if not 0 < self.warmup_frac < 1:
+            raise ValueError(f"warmup_frac must be in (0, 1), got {self.warmup_frac}")
+
+    def lr_at(self, frac: float) -> float:
+        """The lr after `frac` of the budget (clipped to [0, 1])."""
+        frac = min(1.0, max(0.0, frac))
+        if frac < self.warmup_frac:
+            return self.lr * (1 / 25 + (1 - 1 / 25) * frac / self.warmup_frac)
+        t = (frac - self.warmup_frac) / (1 - self.warmup_frac)
+        low = self.lr * self.final_lr_frac
+        return low + (self.lr - low) * 0.5 * (1 + math.cos(math.pi * t))
 
 
 @dataclass(frozen=True)
@@ -32,26 +67,35 @@ class Contender:
     name: str  # "ours", "monai"
     model: nn.Module
     forward: Callable[[Tensor], tuple[Tensor, Tensor]]  # x (B,1,H,W) -> (x_hat in [0,1], vq loss)
-    description: dict[str, Any]  # architecture, as reported
+    codes: Callable[[Tensor], Tensor]  # x (B,1,H,W) -> (B, h, w) int64 code indices
+    recipe: Recipe
+    num_codes: int  # K
+    description: dict[str, Any]  # architecture and codebook care, as reported
 
 
-def ours(cfg: VQVAEConfig, *, seed: int) -> Contender:
+def ours(cfg: VQVAEConfig, train: TrainConfig, *, seed: int) -> Contender:
+    """Our backbone as `train_vqvae` trains it: its one-cycle lr shape, EMA codebook and
+    dead-code restarts (drawn from their own generator)."""
     model = VQVAE(cfg, seed=seed)
-    restarts = torch.Generator().manual_seed(seed)  # dead-code restarts, as in train_vqvae
-    return Contender("ours", model, lambda x: model(x, restarts)[:2],
-                     {"module": "vqvae.VQVAE", **dataclasses.asdict(cfg)})
+    restarts = torch.Generator().manual_seed(seed)
+    return Contender("ours", model, lambda x: model(x, restarts)[:2], model.encode_indices,
+                     Recipe(lr=train.lr, final_lr_frac=train.final_lr_frac,
+                            weight_decay=train.weight_decay), cfg.num_codes,
+                     {"module": "vqvae.VQVAE", **dataclasses.asdict(cfg),
+                      "codebook_care": "EMA, dead codes re-seeded from encoder outputs"})
 
 
 class _Runner:
     """One contender's training state: its optimiser, its batch order and its clock."""
 
-    def __init__(self, contender: Contender, images: np.ndarray, *, batch_size: int, lr: float,
-                 seed: int, device: torch.device) -> None:
+    def __init__(self, contender: Contender, images: np.ndarray, *, batch_size: int,
+                 budget_s: float, seed: int, device: torch.device, precision: str) -> None:
         self.c, self.images, self.batch_size, self.device = contender, images, batch_size, device
-        self.model = contender.model.to(device).train()
-        if device.type == "cuda":
-            self.model.to(memory_format=torch.channels_last)
-        self.opt = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=lr)
+        self.budget_s, self.precision = budget_s, precision
+        self.model = contender.model.to(device).train().to(memory_format=torch.channels_last)
+        self.opt = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad],
+                                     lr=contender.recipe.lr_at(0.0),
+                                     weight_decay=contender.recipe.weight_decay)
         self.order = torch.Generator().manual_seed(seed)  # same seed: same batches for all
         self.queue: list[int] = []
         self.used_s, self.steps, self.mse = 0.0, 0, deque(maxlen=FINAL_WINDOW)
@@ -66,10 +110,10 @@ class _Runner:
     def step(self) -> None:
         sync(self.device)
         t0 = time.perf_counter()
-        x = to_float(self._batch(), self.device)
-        if self.device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
-        with train_autocast(self.device):
+        for group in self.opt.param_groups:
+            group["lr"] = self.c.recipe.lr_at(self.used_s / self.budget_s)
+        x = to_float(self._batch(), self.device).contiguous(memory_format=torch.channels_last)
+        with train_autocast(self.device, self.precision):
             x_hat, vq_loss = self.c.forward(x)
             rec = F.mse_loss(x_hat.float(), x)
             loss = rec + vq_loss
@@ -86,29 +130,56 @@ class _Runner:
                 "steps": self.steps, "images": images, "train_s": self.used_s,
                 "images_per_s": images / self.used_s, "flops_per_step": self.flops_per_step,
                 "achieved_flops_per_s": self.flops_per_step * self.steps / self.used_s,
-                "final_train_mse": float(np.mean(self.mse)), "architecture": self.c.description}
+                "final_train_mse": float(np.mean(self.mse)),
+                "recipe": dataclasses.asdict(self.c.recipe), "architecture": self.c.description}
 
 
 @torch.no_grad()
 def reconstruct(contender: Contender, images: np.ndarray, device: torch.device,
-                batch: int = 64) -> Tensor:
-    """(N, H, W) uint8 -> (N, 1, H, W) float32 reconstructions in [0, 1] on CPU."""
+                batch: int = 64) -> tuple[Tensor, Tensor]:
+    """(N, H, W) uint8 -> reconstructions (N, 1, H, W) float32 in [0, 1] and codes (N, h, w),
+    both on CPU, in fp32."""
     contender.model.eval()
-    out = []
+    recon, codes = [], []
     for i in range(0, len(images), batch):
-        with train_autocast(device):
-            x_hat, _ = contender.forward(to_float(images[i:i + batch], device))
-        out.append(x_hat.float().clamp(0, 1).cpu())
-    return torch.cat(out)
+        x = to_float(images[i:i + batch], device)
+        recon.append(contender.forward(x)[0].float().clamp(0, 1).cpu())
+        codes.append(contender.codes(x).cpu())
+    return torch.cat(recon), torch.cat(codes)
+
+
+def degenerate(spread: dict[str, float], codes_used: int) -> str | None:
+    """Why a backbone's test reconstructions are degenerate (`spread` from
+    metrics.spread_ratios), or None when they are not."""
+    reasons = [f"{name.replace('_', ' ')} spread {value:.3g} of the data's"
+               for name, value in spread.items() if value < MIN_SPREAD]
+    if codes_used <= MIN_CODES:
+        reasons.append(f"{codes_used} code(s) used")
+    return "; ".join(reasons) or None
+
+
+def score(contender: Contender, test_images: np.ndarray, device: torch.device) -> dict[str, Any]:
+    """Recon SSIM / PSNR, codes used and the degeneracy verdict on the test images."""
+    recon, codes = reconstruct(contender, test_images, device)
+    x = to_float(test_images, torch.device("cpu"))
+    counts = metrics.code_histogram(codes, contender.num_codes)
+    spread = metrics.spread_ratios(recon, x)
+    used = metrics.distinct_codes(counts)
+    return {"recon_ssim": float(metrics.ssim(recon, x).mean()),
+            "recon_psnr": float(metrics.psnr(recon, x).mean()),
+            "codes_used": used, "num_codes": contender.num_codes,
+            "code_perplexity": metrics.perplexity(counts), "spread": spread,
+            "degenerate": degenerate(spread, used)}
 
 
 def race(contenders: list[Contender], *, train_images: np.ndarray, test_images: np.ndarray,
-         batch_size: int, lr: float, budget_s: float, seed: int,
-         device: torch.device) -> dict[str, dict[str, Any]]:
+         batch_size: int, budget_s: float, seed: int, device: torch.device,
+         precision: str) -> dict[str, dict[str, Any]]:
     """Train every contender for budget_s seconds of its own steps (one untimed warm-up step
-    first), then score reconstructions of test_images. AdamW at a constant lr for all."""
-    runners = [_Runner(c, train_images, batch_size=batch_size, lr=lr, seed=seed, device=device)
-               for c in contenders]
+    first) at a resolved `precision` ('fp32' or 'bf16' autocast), each by its recipe, then
+    score it on test_images."""
+    runners = [_Runner(c, train_images, batch_size=batch_size, budget_s=budget_s, seed=seed,
+                       device=device, precision=precision) for c in contenders]
     for r in runners:  # warm-up (allocator, thread pool, kernels); its FLOPs are counted
         with FlopCounterMode(display=False) as counter:
             r.step()
@@ -116,10 +187,4 @@ def race(contenders: list[Contender], *, train_images: np.ndarray, test_images: 
         r.used_s, r.steps = 0.0, 0
     while min(r.used_s for r in runners) < budget_s:
         min(runners, key=lambda r: r.used_s).step()
-    x = to_float(test_images, torch.device("cpu"))
-    results = {}
-    for r in runners:
-        recon = reconstruct(r.c, test_images, device)
-        results[r.c.name] = r.summary() | {"recon_ssim": float(metrics.ssim(recon, x).mean()),
-                                           "recon_psnr": float(metrics.psnr(recon, x).mean())}
-    return results
+    return {r.c.name: r.summary() | score(r.c, test_images, device) for r in runners}

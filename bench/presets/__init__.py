@@ -15,8 +15,14 @@ A preset is a TOML file. The built-in ones (tiny, quick, standard, full) ship in
     num_codes = 64
     [train]                     # vqvae.TrainConfig fields but `seed` (--backbone-seed sets it)
     epochs = 24
+    precision = "auto"          # fp32 | bf16 | auto (the default: bf16 where native, see below)
     [priors.pixelcnn]           # that prior's Config fields, replacing its `base` config's
     max_steps = 1000
+    precision = "fp32"          # network priors (FitConfig) have the same precision field
+
+`bench run --precision P` replaces every training precision of a preset (`with_precision`).
+auto trains in bf16 autocast on CUDA and on CPUs with native bf16 (AVX512-BF16 or AMX), in fp32
+elsewhere; the backbone's cache key names the precision it resolved to on the run's device.
 
 Unknown keys, wrong types and impossible combinations are one-line `BenchError`s naming the
 key. `Preset.content_hash` is a sha256 of everything the preset fixes, so that cache keys and
@@ -40,6 +46,7 @@ import priors
 from bench.data.base import RESOLUTIONS
 from bench.errors import BenchError
 from vqvae import TrainConfig, VQVAEConfig
+from vqvae.train import PRECISIONS
 
 BASES = priors.PRESETS  # the built-in size classes priors and extractors know by name
 TOP_KEYS = ("base", "resolution", "mni_sizes", "n_samples", "max_train_images", "description",
@@ -59,6 +66,7 @@ class Preset:
     base: str = "quick"  # built-in size class of prior configs, the extractor and perf sizes
     prior_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> fields
     description: str = ""
+    precision: str = ""  # set by `with_precision`: every prior's precision; "" = their configs'
 
     @property
     def grid(self) -> int:
@@ -72,14 +80,30 @@ class Preset:
                    "mni_sizes": list(self.mni_sizes), "n_samples": self.n_samples,
                    "max_train_images": self.max_train_images,
                    "backbone": dataclasses.asdict(self.vqvae),
-                   "train": dataclasses.asdict(self.train), "priors": self.prior_overrides}
+                   "train": dataclasses.asdict(self.train), "priors": self.prior_overrides,
+                   "precision": self.precision}
         text = json.dumps(content, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()
 
     def prior_config(self, cls: type[priors.Prior]) -> Any:
         """The config of prior class `cls` under this preset: its `base` config with this
-        preset's overrides for it (if any) replaced in."""
-        return dataclasses.replace(cls.preset(self.base), **self.prior_overrides.get(cls.name, {}))
+        preset's overrides for it (if any) replaced in, and `precision` if set and the config
+        has that field."""
+        config = dataclasses.replace(cls.preset(self.base),
+                                     **self.prior_overrides.get(cls.name, {}))
+        if self.precision and "precision" in {f.name for f in dataclasses.fields(config)}:
+            config = dataclasses.replace(config, precision=self.precision)
+        return config
+
+    def with_precision(self, precision: str | None) -> "Preset":
+        """This preset with every training precision (the backbone's and each network prior's)
+        set to `precision`, one of vqvae.train.PRECISIONS; None: this preset unchanged."""
+        if precision is None:
+            return self
+        if precision not in PRECISIONS:
+            raise BenchError(f"unknown precision {precision!r}; available: {', '.join(PRECISIONS)}")
+        return dataclasses.replace(self, train=dataclasses.replace(self.train, precision=precision),
+                                   precision=precision)
 
 
 def builtin_presets() -> list[str]:
