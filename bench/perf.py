@@ -70,8 +70,8 @@ class PerfSizes:
     score_queries: int = 500  # real test images (and sample stand-ins) of the scoring section
     score_refs: int = 4000  # training images they are compared against
     brute_queries: int = 25  # queries scored against every reference to time all pairs
-    precision_steps: int = 4  # training steps per run of the precision section
-    precision_rounds: int = 3  # timed rounds (fp32 run, bf16 run) after one untimed
+    precision_steps: int = 3  # training steps per run of the precision section
+    precision_rounds: int = 5  # timed rounds (fp32 run, bf16 run) after one untimed
 
     def __post_init__(self) -> None:
         if self.matmul_n < 0:
@@ -112,7 +112,8 @@ def perf_sizes(preset: str) -> PerfSizes:
         case "standard":
             return PerfSizes(matmul_n=0, matmul_s=2.0, backbone_steps=20, grids=(16, 32, 64),
                              n_grids=8, run_grids=(32,), run_batch=SAMPLE_BATCH,
-                             max_naive_s=5.0, n_feature_images=500, peer_budget_s=120.0)
+                             max_naive_s=5.0, n_feature_images=500, peer_budget_s=120.0,
+                             precision_steps=2, precision_rounds=4)
         case "full":
             return PerfSizes(matmul_n=0, matmul_s=3.0, backbone_steps=50, grids=(16, 32, 64),
                              n_grids=64, run_grids=(32, 64), run_batch=SAMPLE_BATCH,

@@ -12,7 +12,7 @@ import copy
 import math
 from abc import abstractmethod
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -36,8 +36,8 @@ class FitConfig:
     grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
     eval_batch_size: int = 256  # grids per forward in log_prob and validation (memory only)
     max_steps: int = 0  # cap on optimisation steps (0: epochs decide); bounds a preset's cost on big datasets
-    precision: str = "auto"  # fp32 | bf16 (autocast) | auto: bf16 on CUDA and on CPUs with native
-    # bf16 (AVX512-BF16 or AMX), else fp32 (`priors.training.resolve_precision`)
+    precision: str = "auto"  # fp32 | bf16 (autocast) | auto: bf16 on CUDA; on a CPU with native
+    # bf16 (AVX512-BF16 or AMX) the prior class's `cpu_auto_precision`; fp32 on other CPUs
 
     def __post_init__(self) -> None:
         require(self.epochs >= 1, "epochs", self.epochs, ">= 1")
@@ -55,6 +55,10 @@ class FitConfig:
 
 class NetPrior(Prior):
     """A prior whose whole state is one `nn.Module`, trained by `fit` on `train_loss`."""
+
+    # what precision "auto" trains in on a CPU with native bf16: "bf16" only where measured
+    # faster at the same test bits/code (README, Training precision)
+    cpu_auto_precision: ClassVar[str] = "fp32"
 
     def __init__(self, config, *, num_codes: int, grid: tuple[int, int], num_classes: int = 0,
                  codebook: Tensor | None = None, device: torch.device | str = "cpu") -> None:
@@ -85,7 +89,7 @@ class NetPrior(Prior):
     def _train(self, train: CodeSet, val: CodeSet, seed: int, progress: Progress,
                checkpoint: Checkpoint) -> dict[str, float]:
         cfg = self.config
-        precision = resolve_precision(cfg.precision, self.device)
+        precision = self.training_precision()
         codes = self.check_codes(train.codes)
         labels = self.check_labels(train.labels, len(train))
         total = step_budget(len(train), cfg.batch_size, cfg.epochs, cfg.max_steps)
@@ -116,6 +120,11 @@ class NetPrior(Prior):
         return {"val_bits_per_code": run["best_nats"] / math.log(2),
                 "best_epoch": float(run["best_epoch"]), "train_wall_s": loop.wall_s(),
                 "steps": float(total), "bf16_autocast": float(precision == "bf16")}
+
+    def training_precision(self) -> str:
+        """'fp32' or 'bf16': what `fit` trains in on this prior's device."""
+        return resolve_precision(self.config.precision, self.device,
+                                 cpu_auto=type(self).cpu_auto_precision)
 
     def _end_epoch(self, val: CodeSet, loop: FitLoop, run: dict[str, Any], epoch: int) -> None:
         """Score val (on every rank, all of it: the same number whatever the world size);

@@ -96,6 +96,9 @@ class PixelCNNStepper:
 
 @register_prior("pixelcnn")
 class PixelCNNPrior(AutoregressivePrior):
+    cpu_auto_precision = "bf16"  # measured: 1.2-1.7x (quick) and 2.1-2.6x (standard) the fp32
+    # steps/s, test bits/code within 0.002 of fp32 after 200 quick steps (README, Training precision)
+
     @dataclass(frozen=True)
     class Config(FitConfig):
         embed_dim: int = 32  # code embedding width fed to the first conv

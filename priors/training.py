@@ -49,14 +49,17 @@ def native_bf16_cpu() -> bool:
     return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
+def resolve_precision(precision: str, device: torch.device, *, cpu_auto: str = "bf16") -> str:
     """'fp32' or 'bf16': `precision` (one of PRECISIONS) as it runs on `device`. auto is bf16
-    on CUDA and on a CPU with native bf16; bf16 asked for on a CPU without it is an error."""
+    on CUDA, `cpu_auto` on a CPU with native bf16 (a net's measured choice), fp32 on other CPUs;
+    bf16 asked for on a CPU without native bf16 is an error."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     native = device.type == "cuda" or (device.type == "cpu" and native_bf16_cpu())
     if precision == "auto":
-        return "bf16" if native else "fp32"
+        if not native:
+            return "fp32"
+        return cpu_auto if device.type == "cpu" else "bf16"
     if precision == "bf16" and not native:
         raise ValueError(f"precision 'bf16' asked for, but this {device.type} has no native bf16 "
                          f"(AVX512-BF16 or AMX); use precision fp32 or auto")

@@ -268,3 +268,23 @@ def test_network_priors_are_those_with_a_precision_field():
     assert {"pixelcnn", "gated-pixelcnn", "transformer", "maskgit"} <= set(
         perf_precision.network_priors())
     assert "uniform" not in perf_precision.network_priors()
+
+
+def test_monai_codebook_starts_on_encoder_outputs_and_keeps_its_codes():
+    """MONAI's EMA update divides every code unused at the first update by its epsilon (cluster
+    sizes start at 0): the race's recipe puts the codebook on encoder outputs first."""
+    pytest.importorskip("monai")
+    from bench.peers.monai_vqvae import build
+    from bench.presets import get_preset
+    contender = build(get_preset("tiny").vqvae, seed=0)
+    model = contender.model.train()
+    x = torch.rand(8, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    contender.prepare(x)
+    q = model.quantizer.quantizer
+    with torch.no_grad():
+        flat = model.encode(x).permute(0, 2, 3, 1).reshape(-1, q.embedding_dim)
+        assert torch.cdist(q.embedding.weight, flat).min(1).values.max() < 1e-5  # on outputs
+        assert torch.equal(q.ema_w, q.embedding.weight) and bool((q.ema_cluster_size == 1).all())
+        contender.forward(x)  # one EMA update: the codes stay near the encoder outputs
+        assert float(q.embedding.weight.norm(dim=1).max()) < 10 * float(flat.norm(dim=1).max())
+        assert contender.codes(x).unique().numel() > q.num_embeddings // 2

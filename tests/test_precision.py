@@ -60,6 +60,20 @@ def test_auto_is_bf16_on_cuda_and_on_a_cpu_with_native_bf16(twin, monkeypatch):
         twin.resolve_precision("fp64", CPU)
 
 
+def test_auto_on_a_native_cpu_is_each_prior_class_measured_choice(monkeypatch):
+    native(monkeypatch, True)
+    assert priors.training.resolve_precision("auto", CPU, cpu_auto="fp32") == "fp32"
+    assert priors.training.resolve_precision("auto", CUDA, cpu_auto="fp32") == "bf16"
+    make = lambda name: priors.get_prior(name)(priors.get_prior(name).preset("tiny"),  # noqa: E731
+                                               num_codes=8, grid=(4, 4))
+    chosen = {name: make(name).training_precision()
+              for name in ("pixelcnn", "gated-pixelcnn", "transformer", "maskgit")}
+    assert chosen == {name: priors.get_prior(name).cpu_auto_precision for name in chosen}
+    assert chosen["pixelcnn"] == "bf16" and chosen["maskgit"] == "fp32"
+    native(monkeypatch, False)
+    assert make("pixelcnn").training_precision() == "fp32"
+
+
 def test_a_bf16_backbone_step_on_cpu_keeps_the_quantizer_in_fp32(monkeypatch):
     native(monkeypatch, True)  # autocast on CPU runs anywhere; only its speed needs native bf16
     model, seen = VQVAE(TINY), {}

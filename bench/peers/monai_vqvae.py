@@ -6,6 +6,8 @@ number of residual units (MONAI puts them at every level: two 3x3 convs each), t
 commitment weight and EMA decay, and a sigmoid output; `width` is then chosen so that the
 parameter counts agree (within `tolerance`). Differences that remain, reported as such:
 MONAI's residual units use 3x3+3x3 convs (ours 3x3+1x1) and it has no dead-code restarts.
+Its race recipe (`RECIPE`, `data_init`): AdamW with warm-up and cosine decay, its codebook
+initialised from encoder outputs, its quantizer in fp32 under autocast.
 """
 
 from __future__ import annotations
@@ -113,4 +115,23 @@ def build(cfg: VQVAEConfig, *, seed: int) -> Contender:
 
     return Contender("monai", model, forward, codes, RECIPE, cfg.num_codes,
                      {"module": "monai.networks.nets.VQVAE", "monai": monai.__version__,
-                      **asdict(mcfg), "codebook_care": "EMA (MONAI's EMAQuantizer, no restarts)"})
+                      **asdict(mcfg), "codebook_care": "EMA (MONAI's EMAQuantizer, no restarts), "
+                      "codebook and cluster sizes initialised from one batch's encoder outputs"},
+                     prepare=lambda x: data_init(model, x, torch.Generator().manual_seed(seed)))
+
+
+@torch.no_grad()
+def data_init(model: nn.Module, x: Tensor, generator: torch.Generator) -> None:
+    """MONAI's codebook set to K encoder outputs of the batch x drawn at random, each with an
+    EMA cluster size of 1. MONAI starts the cluster sizes at 0, so every code unused at the
+    first update is divided by the Laplace epsilon (1e-5) there and never used again; from its
+    N(0, 1) codebook that left 1 code of 64 in use on mni (2 from kaiming_uniform)."""
+    q = model.quantizer.quantizer  # monai EMAQuantizer inside its VectorQuantizer wrapper
+    with torch.autocast(x.device.type, enabled=False):
+        flat = model.encode(x).float().permute(0, 2, 3, 1).reshape(-1, q.embedding_dim)
+    k = q.num_embeddings
+    pick = torch.multinomial(torch.ones(len(flat)), k, replacement=len(flat) < k,
+                             generator=generator).to(flat.device)
+    q.embedding.weight.copy_(flat[pick])
+    q.ema_w.copy_(flat[pick])
+    q.ema_cluster_size.fill_(1.0)

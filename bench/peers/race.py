@@ -71,6 +71,7 @@ class Contender:
     recipe: Recipe
     num_codes: int  # K
     description: dict[str, Any]  # architecture and codebook care, as reported
+    prepare: Callable[[Tensor], None] | None = None  # data-dependent init on one training batch
 
 
 def ours(cfg: VQVAEConfig, train: TrainConfig, *, seed: int) -> Contender:
@@ -100,6 +101,15 @@ class _Runner:
         self.queue: list[int] = []
         self.used_s, self.steps, self.mse = 0.0, 0, deque(maxlen=FINAL_WINDOW)
         self.flops_per_step = 0  # forward + backward, counted by FlopCounterMode
+
+    def prepare(self, seed: int) -> None:
+        """The contender's data-dependent init (if any) on a batch drawn apart from the
+        training order, before the untimed warm-up step."""
+        if self.c.prepare is not None:
+            pick = torch.randperm(len(self.images), generator=torch.Generator().manual_seed(seed))
+            batch = self.images[np.sort(pick[:self.batch_size].numpy())]
+            self.c.prepare(to_float(batch, self.device).contiguous(
+                memory_format=torch.channels_last))
 
     def _batch(self) -> np.ndarray:
         if len(self.queue) < self.batch_size:
@@ -175,12 +185,13 @@ def score(contender: Contender, test_images: np.ndarray, device: torch.device) -
 def race(contenders: list[Contender], *, train_images: np.ndarray, test_images: np.ndarray,
          batch_size: int, budget_s: float, seed: int, device: torch.device,
          precision: str) -> dict[str, dict[str, Any]]:
-    """Train every contender for budget_s seconds of its own steps (one untimed warm-up step
-    first) at a resolved `precision` ('fp32' or 'bf16' autocast), each by its recipe, then
-    score it on test_images."""
+    """Train every contender for budget_s seconds of its own steps (its `prepare` and one
+    warm-up step first, untimed) at a resolved `precision` ('fp32' or 'bf16' autocast), each by
+    its recipe, then score it on test_images."""
     runners = [_Runner(c, train_images, batch_size=batch_size, budget_s=budget_s, seed=seed,
                        device=device, precision=precision) for c in contenders]
     for r in runners:  # warm-up (allocator, thread pool, kernels); its FLOPs are counted
+        r.prepare(seed + 1)
         with FlopCounterMode(display=False) as counter:
             r.step()
         r.flops_per_step = int(counter.get_total_flops())
