@@ -72,13 +72,14 @@ class PerfSizes:
     brute_queries: int = 25  # queries scored against every reference to time all pairs
     precision_steps: int = 3  # training steps per run of the precision section
     precision_rounds: int = 5  # timed rounds (fp32 run, bf16 run) after one untimed
+    peer_test_images: int = 1000  # test images the peer race scores (a seeded subset)
 
     def __post_init__(self) -> None:
         if self.matmul_n < 0:
             raise ValueError(f"matmul_n must be >= 0, got {self.matmul_n}")
         for name in ("backbone_steps", "n_grids", "run_batch", "n_feature_images",
                      "score_queries", "score_refs", "brute_queries", "precision_steps",
-                     "precision_rounds"):
+                     "precision_rounds", "peer_test_images"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("matmul_s", "max_naive_s", "peer_budget_s"):
@@ -358,9 +359,12 @@ def _section_features(ctx: _Context) -> dict[str, Any]:
 
 def _section_peer(ctx: _Context) -> dict[str, Any]:
     ds, cap = ctx.images(), ctx.preset.max_train_images or None
+    test = ds.splits["test"].images
+    pick = np.random.default_rng(ctx.cfg.seed).choice(
+        len(test), min(len(test), ctx.sizes.peer_test_images), replace=False)
     return race_peer(ctx.cfg.peer, ctx.preset, device=ctx.device, seed=ctx.cfg.seed,
                      train_images=np.asarray(ds.splits["train"].images[:cap]),
-                     test_images=np.asarray(ds.splits["test"].images),
+                     test_images=np.asarray(test[np.sort(pick)]),
                      budget_s=ctx.sizes.peer_budget_s)
 
 

@@ -5,8 +5,8 @@ real loop for a few steps.
 The two precisions run in alternation, round after round (the first round untimed: allocator,
 thread pool, kernel choice), so that both meet the same changes of machine load; each keeps its
 fastest run (slower ones are other processes' doing) and the speed-up is the ratio of the two.
-The median of the per-round ratios is reported beside it. Throughput does not depend on the weights or the data
-seen, so the priors train on random codes (the backbone on real images).
+The median of the per-round ratios is reported beside it. Throughput does not depend on the
+weights or the data seen, so the priors train on random codes (the backbone on real images).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ Run = Callable[[str], tuple[float, float]]
 
 
 def network_priors() -> list[str]:
-    """Registered priors whose Config has a `precision` field (trained by a loop that honours it)."""
+    """Registered priors whose Config has a `precision` field (a loop that honours it)."""
     return [name for name in priors.available_priors()
             if "precision" in {f.name for f in dataclasses.fields(priors.get_prior(name).Config)}]
 
@@ -65,7 +65,7 @@ def backbone_run(preset: Preset, images: np.ndarray, device: torch.device, steps
 
 
 def prior_run(name: str, preset: Preset, device: torch.device, steps: int, seed: int) -> Run:
-    """`fit` of prior `name` (the preset's config) for `steps` steps on random codes, 2 val grids."""
+    """`fit` of prior `name` (the preset's config) for `steps` steps on random codes."""
     cls = priors.get_prior(name)
     base = preset.prior_config(cls)
     K, side = preset.vqvae.num_codes, preset.grid

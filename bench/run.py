@@ -51,7 +51,7 @@ class RunConfig:
     force: bool = False  # recompute and overwrite a finished run with the same id
     skip_bad: bool = False  # skip unusable or misnamed files, named in a note
     checkpoint_every_s: float = 60.0  # seconds between training checkpoints (0: every step)
-    precision: str | None = None  # fp32 | bf16 | auto for backbone and prior training; None: the preset's
+    precision: str | None = None  # fp32 | bf16 | auto, backbone and prior; None: the preset's
 
     def __post_init__(self) -> None:
         if self.condition not in CONDITIONS:

@@ -167,7 +167,7 @@ class GatedStepper:
 @register_prior("gated-pixelcnn")
 class GatedPixelCNNPrior(AutoregressivePrior):
     cpu_auto_precision = "bf16"  # measured: 1.3-1.4x (quick) and 1.1-1.2x (standard) the fp32
-    # steps/s, test bits/code within 0.002 of fp32 after 200 quick steps (README, Training precision)
+    # steps/s, test bits/code within 0.002 of fp32 after 200 quick steps (README: precision)
 
     conditional = True
 

@@ -13,7 +13,8 @@ from bench.peers import Recipe, degenerate
 def brains(n: int = 6, side: int = 32) -> torch.Tensor:
     """(n, 1, side, side) in [0, 1]: discs of different sizes and brightness, some texture."""
     g = torch.Generator().manual_seed(0)
-    yy, xx = torch.meshgrid(torch.linspace(-1, 1, side), torch.linspace(-1, 1, side), indexing="ij")
+    axis = torch.linspace(-1, 1, side)
+    yy, xx = torch.meshgrid(axis, axis, indexing="ij")
     r = torch.linspace(0.4, 0.9, n)[:, None, None]
     level = torch.linspace(0.5, 0.9, n)[:, None, None]
     disc = ((xx**2 + yy**2) < r**2).float() * level
@@ -22,7 +23,8 @@ def brains(n: int = 6, side: int = 32) -> torch.Tensor:
 
 def test_spread_of_exact_flat_and_identical_reconstructions():
     x = brains()
-    assert metrics.spread_ratios(x, x) == pytest.approx({"within_image": 1.0, "across_images": 1.0})
+    exact = metrics.spread_ratios(x, x)
+    assert exact == pytest.approx({"within_image": 1.0, "across_images": 1.0})
     flat = torch.full_like(x, 0.3)
     assert metrics.spread_ratios(flat, x) == {"within_image": 0.0, "across_images": 0.0}
     same = x[:1].expand_as(x).clone()  # every image reconstructed as the first

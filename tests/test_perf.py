@@ -140,7 +140,8 @@ def test_config_validation(tmp_path):
         perf_sizes("huge")
     sizes = perf_sizes("tiny")
     for field, bad in [("backbone_steps", 0), ("n_grids", 0), ("run_batch", 0),
-                       ("n_feature_images", 0),
+                       ("n_feature_images", 0), ("precision_steps", 0), ("precision_rounds", 0),
+                       ("peer_test_images", 0),
                        ("matmul_s", 0.0), ("peer_budget_s", -1.0), ("matmul_n", -1)]:
         with pytest.raises(ValueError, match=field):
             dataclasses.replace(sizes, **{field: bad})
@@ -288,3 +289,24 @@ def test_monai_codebook_starts_on_encoder_outputs_and_keeps_its_codes():
         contender.forward(x)  # one EMA update: the codes stay near the encoder outputs
         assert float(q.embedding.weight.norm(dim=1).max()) < 10 * float(flat.norm(dim=1).max())
         assert contender.codes(x).unique().numel() > q.num_embeddings // 2
+
+
+def test_peer_table_flags_a_degenerate_contender_and_prints_no_speed_ratio():
+    from rich.console import Console
+
+    from bench.cli_perf import _peer
+    row = {"n_parameters": 10, "flops_per_step": 1e9, "steps": 3, "images_per_s": 50.0,
+           "final_train_mse": 0.1, "codes_used": 1, "num_codes": 16, "recon_ssim": 0.5,
+           "degenerate": None}
+    report = {"budget_s": 1.0, "batch_size": 4, "resolution": 32, "precision": "fp32",
+              "optimizer": "AdamW", "images_per_s_ratio": None,
+              "contenders": {"ours": row, "monai": row | {
+                  "images_per_s": 99.0, "degenerate": "across images spread 0 of the data's"}}}
+    console = Console(width=400, record=True)
+    console.print(_peer(report, "peer"))
+    lines = {ln.split("│")[1].strip(): ln for ln in console.export_text().splitlines()
+             if ln.startswith("│")}
+    cells = {name: [c.strip() for c in line.split("│")[1:-1]] for name, line in lines.items()}
+    assert cells["monai"][-1] == "degenerate: across images spread 0 of the data's"
+    assert cells["ours"][-1] == "ok"
+    assert cells["monai"][5] == cells["ours"][5] == "-"  # images/s vs ours: no ratio

@@ -144,7 +144,8 @@ def test_the_backbone_key_names_the_resolved_precision(monkeypatch):
 def test_bf16_on_a_cpu_without_it_fails_before_any_work(monkeypatch, tmp_path):
     native(monkeypatch, False)
     with pytest.raises(BenchError, match="backbone: precision 'bf16' asked for"):
-        check_precision(get_preset("tiny").with_precision("bf16"), priors.get_prior("uniform"), CPU)
+        check_precision(get_preset("tiny").with_precision("bf16"), priors.get_prior("uniform"),
+                        CPU)
     mixed = get_preset("tiny").with_precision("fp32")
     mixed = dataclasses.replace(mixed, precision="bf16")  # the prior's alone
     with pytest.raises(BenchError, match="prior pixelcnn: precision 'bf16' asked for"):

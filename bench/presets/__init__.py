@@ -101,9 +101,10 @@ class Preset:
         if precision is None:
             return self
         if precision not in PRECISIONS:
-            raise BenchError(f"unknown precision {precision!r}; available: {', '.join(PRECISIONS)}")
-        return dataclasses.replace(self, train=dataclasses.replace(self.train, precision=precision),
-                                   precision=precision)
+            raise BenchError(f"unknown precision {precision!r}; available: "
+                             f"{', '.join(PRECISIONS)}")
+        train = dataclasses.replace(self.train, precision=precision)
+        return dataclasses.replace(self, train=train, precision=precision)
 
 
 def builtin_presets() -> list[str]:
