@@ -19,8 +19,7 @@ from torch import Tensor, nn
 
 from priors.base import (Checkpoint, CodeSet, NullCheckpoint, Prior, PriorError, Progress,
                          require, seeded, step_budget)
-from priors.training import (PRECISIONS, FitLoop, Shard, data_parallel,
-                             resolve_precision)
+from priors.training import PRECISIONS, FitLoop, Shard, data_parallel, resolve_precision
 
 
 @dataclass(frozen=True)

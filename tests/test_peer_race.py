@@ -1,8 +1,6 @@
 """The peer race's judgement: a recipe's lr by time, and degenerate reconstructions flagged
 (never ranked) on constructed inputs: flat ones, the same image for every input, <= 2 codes."""
 
-import math
-
 import pytest
 import torch
 
@@ -56,13 +54,31 @@ def test_degenerate_flags_flat_identical_and_collapsed_but_not_real_looking(make
         assert flagged in verdict
 
 
-def test_recipe_warms_up_then_decays_by_time():
+def test_recipe_is_one_cycle_by_time():
     r = Recipe(lr=1e-3, final_lr_frac=0.01, warmup_frac=0.1)
-    assert r.lr_at(0.0) == pytest.approx(1e-3 / 25)
-    assert r.lr_at(0.05) == pytest.approx(1e-3 * (1 / 25 + (24 / 25) * 0.5))
-    assert r.lr_at(0.1) == pytest.approx(1e-3)
-    assert r.lr_at(0.55) == pytest.approx(1e-5 + (1e-3 - 1e-5) * 0.5 * (1 + math.cos(math.pi / 2)))
-    assert r.lr_at(1.0) == r.lr_at(7.0) == pytest.approx(1e-5)
+    assert r.at(0.0) == pytest.approx((1e-3 / 25, 0.95))
+    assert r.at(0.05) == pytest.approx(((1e-3 / 25 + 1e-3) / 2, 0.90))  # half-way: the mean
+    assert r.at(0.1) == pytest.approx((1e-3, 0.85))
+    assert r.at(0.55) == pytest.approx(((1e-3 + 1e-5) / 2, 0.90))
+    assert r.at(1.0) == r.at(7.0) == pytest.approx((1e-5, 0.95))
+
+
+def test_recipe_matches_the_backbone_one_cycle_at_step_fractions():
+    """The race's schedule is train_vqvae's (OneCycleLR) with time in place of steps."""
+    from vqvae import TrainConfig
+    from vqvae.train import one_cycle
+    total = 200
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=2e-3)
+    sched = one_cycle(opt, TrainConfig(lr=2e-3, final_lr_frac=0.002), total)
+    recipe = Recipe(lr=2e-3, final_lr_frac=0.002, warmup_frac=0.05)
+    warm_end, end = 0.05 * total - 1, total - 1  # OneCycleLR's phases end at these steps
+    for step in range(total):
+        frac = (0.05 * step / warm_end if step <= warm_end
+                else 0.05 + 0.95 * (step - warm_end) / (end - warm_end))
+        group = opt.param_groups[0]
+        assert recipe.at(frac) == pytest.approx((group["lr"], group["betas"][0]), rel=1e-6)
+        opt.step()
+        sched.step()
 
 
 @pytest.mark.parametrize("field, value, message", [

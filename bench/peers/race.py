@@ -33,11 +33,16 @@ MIN_SPREAD = 0.2  # spread_ratios under this share of the data's: degenerate rec
 MIN_CODES = 2  # this many distinct codes or fewer over the test images: a degenerate codebook
 
 
+BETA1 = (0.95, 0.85)  # AdamW beta1 at the ends and at the peak of the lr (OneCycleLR's defaults)
+
+
 @dataclass(frozen=True)
 class Recipe:
-    """AdamW within a wall-clock budget: lr warmed up linearly from lr / 25 over the first
-    `warmup_frac` of the budget, then cosine-decayed to lr * final_lr_frac at its end (the
-    shape of `vqvae.train.one_cycle`, by time used instead of steps)."""
+    """AdamW on `vqvae.train.one_cycle`'s schedule, by the share of the budget used instead of
+    steps: lr cosine-annealed from lr / 25 up to lr over the first `warmup_frac`, then down to
+    lr * final_lr_frac at the end; beta1 the other way, 0.95 -> 0.85 -> 0.95. The beta1 cycle
+    matters: without it (beta1 0.9) our backbone reconstructed every ADNI image as the same flat
+    image after 250 quick steps, with it recon SSIM was 0.77 (README, peer race)."""
 
     lr: float  # peak AdamW learning rate
     final_lr_frac: float = 0.01  # lr at the end of the budget / lr
@@ -52,14 +57,19 @@ class Recipe:
         if not 0 < self.warmup_frac < 1:
             raise ValueError(f"warmup_frac must be in (0, 1), got {self.warmup_frac}")
 
-    def lr_at(self, frac: float) -> float:
-        """The lr after `frac` of the budget (clipped to [0, 1])."""
+    def at(self, frac: float) -> tuple[float, float]:
+        """(lr, beta1) after `frac` of the budget (clipped to [0, 1])."""
         frac = min(1.0, max(0.0, frac))
         if frac < self.warmup_frac:
-            return self.lr * (1 / 25 + (1 - 1 / 25) * frac / self.warmup_frac)
+            t = frac / self.warmup_frac
+            return _anneal(self.lr / 25, self.lr, t), _anneal(BETA1[0], BETA1[1], t)
         t = (frac - self.warmup_frac) / (1 - self.warmup_frac)
-        low = self.lr * self.final_lr_frac
-        return low + (self.lr - low) * 0.5 * (1 + math.cos(math.pi * t))
+        return _anneal(self.lr, self.lr * self.final_lr_frac, t), _anneal(BETA1[1], BETA1[0], t)
+
+
+def _anneal(start: float, end: float, t: float) -> float:
+    """Cosine from start (t = 0) to end (t = 1), as OneCycleLR anneals."""
+    return end + (start - end) / 2 * (1 + math.cos(math.pi * t))
 
 
 @dataclass(frozen=True)
@@ -94,8 +104,9 @@ class _Runner:
         self.c, self.images, self.batch_size, self.device = contender, images, batch_size, device
         self.budget_s, self.precision = budget_s, precision
         self.model = contender.model.to(device).train().to(memory_format=torch.channels_last)
+        lr, beta1 = contender.recipe.at(0.0)
         self.opt = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad],
-                                     lr=contender.recipe.lr_at(0.0),
+                                     lr=lr, betas=(beta1, 0.999),
                                      weight_decay=contender.recipe.weight_decay)
         self.order = torch.Generator().manual_seed(seed)  # same seed: same batches for all
         self.queue: list[int] = []
@@ -120,8 +131,9 @@ class _Runner:
     def step(self) -> None:
         sync(self.device)
         t0 = time.perf_counter()
+        lr, beta1 = self.c.recipe.at(self.used_s / self.budget_s)
         for group in self.opt.param_groups:
-            group["lr"] = self.c.recipe.lr_at(self.used_s / self.budget_s)
+            group["lr"], group["betas"] = lr, (beta1, group["betas"][1])
         x = to_float(self._batch(), self.device).contiguous(memory_format=torch.channels_last)
         with train_autocast(self.device, self.precision):
             x_hat, vq_loss = self.c.forward(x)

@@ -15,14 +15,15 @@ A preset is a TOML file. The built-in ones (tiny, quick, standard, full) ship in
     num_codes = 64
     [train]                     # vqvae.TrainConfig fields but `seed` (--backbone-seed sets it)
     epochs = 24
-    precision = "auto"          # fp32 | bf16 | auto (the default: bf16 where native, see below)
+    precision = "auto"          # fp32 | bf16 | auto (the default; see below)
     [priors.pixelcnn]           # that prior's Config fields, replacing its `base` config's
     max_steps = 1000
     precision = "fp32"          # network priors (FitConfig) have the same precision field
 
 `bench run --precision P` replaces every training precision of a preset (`with_precision`).
-auto trains in bf16 autocast on CUDA and on CPUs with native bf16 (AVX512-BF16 or AMX), in fp32
-elsewhere; the backbone's cache key names the precision it resolved to on the run's device.
+auto trains in bf16 autocast on CUDA; on CPUs with native bf16 (AVX512-BF16 or AMX) the backbone
+does too and each network prior follows its class's `cpu_auto_precision`; other CPUs train in
+fp32. The backbone's cache key names the precision it resolved to on the run's device.
 
 Unknown keys, wrong types and impossible combinations are one-line `BenchError`s naming the
 key. `Preset.content_hash` is a sha256 of everything the preset fixes, so that cache keys and
