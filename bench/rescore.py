@@ -77,13 +77,13 @@ def open_run(run_dir: Path) -> FinishedRun:
     store = Store(directory.parent.parent)
     manifest = store.verify_dir(directory)
     record = records.read(directory)
+    if record["kind"] != "prior" or "artefacts" not in record:
+        raise BenchError(f"{run_dir} holds a {record['kind']} row, not a run of a prior; "
+                         f"give one of the runs/<prior>-<id> folders")
     if record.get("against"):
         raise BenchError(f"{run_dir} holds samples already re-scored against "
                          f"{record['dataset']!r}; give the run it came from, "
                          f"{record['against']['run']}")
-    if record["kind"] != "prior" or "artefacts" not in record:
-        raise BenchError(f"{run_dir} holds a {record['kind']} row, not a run of a prior; "
-                         f"give one of the runs/<prior>-<id> folders")
     return FinishedRun(store.root, directory, record, str(manifest.get("key", "")))
 
 
@@ -113,7 +113,8 @@ def data_config(cfg: ScoreConfig, run: FinishedRun,
         if cfg.preset:
             raise
         raise BenchError(f"run {run.record['run_id']} used preset {name!r}, which is not a "
-                         f"built-in preset ({e}); pass its file with --preset {name}.toml") from None
+                         f"built-in preset ({e}); pass its file with --preset "
+                         f"{name}.toml") from None
     resolution = int(backbone["meta"]["image_size"])
     if preset.resolution != resolution:
         raise BenchError(f"cannot score run {run.record['run_id']} against {cfg.against!r} at "
@@ -220,7 +221,8 @@ def bits_on_other(run: FinishedRun, tensors: dict[str, torch.Tensor], other: Oth
     """The run's prior's test bits/code on the other dataset's codes; None without a
     likelihood, or for a conditional prior on data without its classes."""
     conditional = run.record["condition"] == "label"
-    if not priors.get_prior(run.record["prior"]).has_likelihood or (conditional and not other.labelled):
+    likelihood = priors.get_prior(run.record["prior"]).has_likelihood
+    if not likelihood or (conditional and not other.labelled):
         return None
     num_classes = len(other.ds.label_names) if conditional else 0
     prior = stored_prior(run, tensors, other.export, num_classes, device)

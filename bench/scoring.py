@@ -59,7 +59,8 @@ def make_context(test_images: np.ndarray, test_labels: np.ndarray | None,
     if train_images is None:
         train, train_pick, threshold = None, np.zeros(0, np.int64), math.nan
     else:
-        train_pick = np.sort(np.random.default_rng(seed + 1).permutation(len(train_images))[:max_train])
+        order_train = np.random.default_rng(seed + 1).permutation(len(train_images))
+        train_pick = np.sort(order_train[:max_train])
         train = to_float(np.asarray(train_images[train_pick]), device)
         threshold = stored_memorisation_threshold(train, real, store, force)
     ctx = ScoringContext(
@@ -141,7 +142,8 @@ def score_samples(samples: SampleSet, ctx: ScoringContext, *, seed: int) -> dict
 
 
 def score_codes(model: VQVAE, codes: Tensor, labels: Tensor | None, ctx: ScoringContext, *,
-                seed: int, device: torch.device, originals: Tensor | None = None) -> dict[str, float]:
+                seed: int, device: torch.device,
+                originals: Tensor | None = None) -> dict[str, float]:
     """`score_samples` of code grids (N, h, w) decoded by `model`; with `originals` (the images
     the codes were encoded from), their recon SSIM and PSNR too: a reference row's scores."""
     images = decode_codes(model, codes, device=device).to(device)

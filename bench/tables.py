@@ -1,10 +1,11 @@
 """Comparison tables: records -> one row per (setting, prior), seeds pooled as mean +/- 95% CI.
 
-A setting is (data, preset, backbone, extractor, condition): rows are only compared with rows
-scored the same way. Data is the dataset's kind + fingerprint, so every spelling of one dataset
-path makes one table, shown under the dataset's short name. The ceiling rows (reference, and
-any other record that is not a prior) head each table; the backbone's own scores (recon SSIM and
-PSNR, code usage) head it as a line of their own.
+A setting is (data, preset, backbone, extractor, condition, and for runs re-scored against
+other data by `bench score`, the data their samples were trained on): rows are only compared
+with rows scored the same way. Data is the dataset's kind + fingerprint, so every spelling of
+one dataset path makes one table, shown under the dataset's short name. The ceiling rows
+(reference, and any other record that is not a prior) head each table; the backbone's own scores
+(recon SSIM and PSNR, code usage) head it as a line of their own.
 """
 
 from __future__ import annotations

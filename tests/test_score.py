@@ -1,6 +1,7 @@
 """`bench score`: a finished tiny run's samples re-scored against another adni-layout folder,
 with the run's own backbone, prior and extractor; every refusal is one line."""
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -11,9 +12,10 @@ from typer.testing import CliRunner
 
 from bench import records, tables
 from bench.cli import app
-from bench.errors import ArtefactError
+from bench.errors import ArtefactError, BenchError
 from bench.extractors import stored_extractor
-from bench.rescore import MEMORISATION_NOTE, open_run, stored_prior
+from bench.rescore import (MEMORISATION_NOTE, ScoreConfig, data_config, open_run, run_backbone,
+                           stored_prior)
 from bench.run import REFERENCE, bits_per_code_on, code_set
 from bench.store import Store
 from tests.conftest_data import make_adni
@@ -175,3 +177,31 @@ def test_rescored_tables_say_where_the_samples_come_from():
     assert tables.title(other).startswith("AD_NC [bbbb] test split, samples of run unigram-1 "
                                           "trained on AD_NC [aaaa] (memorised: the run's own")
     assert list(table["prior"]) == [REFERENCE, "unigram"]
+
+
+def test_a_run_on_a_preset_file_needs_that_file(scored):
+    run = open_run(scored["run"])
+    on_file = dataclasses.replace(run, record=run.record | {"preset": "mine"})
+    backbone = {"meta": {"image_size": 32, "train": {"seed": 0}}}
+    with pytest.raises(BenchError, match=r"used preset 'mine', which is not a built-in preset "
+                                         r".*pass its file with --preset mine\.toml"):
+        data_config(ScoreConfig(run_dir=run.directory, against="mni"), on_file, backbone)
+    with pytest.raises(BenchError, match="unknown preset 'mien'"):
+        data_config(ScoreConfig(run_dir=run.directory, against="mni", preset="mien"), on_file,
+                    backbone)
+
+
+def test_a_missing_or_other_backbone_and_a_changed_prior_are_refused(scored):
+    run = open_run(scored["run"])
+    moved = dataclasses.replace(run, record=run.record | {"artefacts": {"backbone": "backbones/x"}})
+    with pytest.raises(ArtefactError, match=f"the backbone of run {run.record['run_id']} is not "
+                                            f"usable"):
+        run_backbone(moved)
+    other = dataclasses.replace(run, record=run.record | {"backbone_hash": "0" * 64})
+    with pytest.raises(ArtefactError, match="the run names 000000000000"):
+        run_backbone(other)
+    export = load_export(run.artefact("export"), backbone=run.record["backbone_hash"])
+    changed = dataclasses.replace(run, record=run.record | {"config": {"smoothing": 1.0}})
+    with pytest.raises(ArtefactError, match=f"the prior of run {run.record['run_id']} no longer "
+                                            f"loads from its record"):
+        stored_prior(changed, records.read_tensors(run.directory), export, 0, torch.device("cpu"))
