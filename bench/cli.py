@@ -16,6 +16,7 @@ from bench.cli_common import out_console, user_errors
 from bench.progress import err_console
 from bench.cli_data import data_app
 from bench.cli_perf import perf
+from bench.cli_score import score
 from bench.errors import BenchError
 from bench.run import RunConfig, RunResult, run_seeds
 
@@ -24,6 +25,7 @@ app = typer.Typer(help="Benchmark generative priors over the codes of a frozen V
 app.add_typer(data_app, name="data", help="Inspect datasets.")
 app.command("perf")(perf)
 app.command("check-prior")(check_prior)
+app.command("score")(score)
 
 RESULTS = Path("results")
 

@@ -23,7 +23,8 @@ from bench.errors import BenchError
 from bench.extractors import check_extractor
 from bench.presets import Preset, get_preset
 from bench.progress import RichProgress, err_console
-from bench.scoring import SampleSet, ScoringContext, make_context, score_samples
+from bench.scoring import (SampleSet, ScoringContext, make_context, score_codes,
+                           score_samples)
 from bench.stages import (StageContext, backbone_scores, stage_backbone, stage_data,
                           stage_export, stage_extractor)
 from bench.store import Artefact, Store
@@ -195,12 +196,9 @@ def ceiling_rows(cfg: RunConfig, shared: Shared, ctx: ScoringContext, rest: np.n
 
         def build(directory: Path, name=name, codes=codes, labels=labels, originals=originals,
                   kind=kind, art=art) -> None:
-            images = decode_codes(shared.model, codes, device=sc.device).to(sc.device)
             use_labels = labels if cfg.condition == "label" else None
-            scores = score_samples(SampleSet(images, codes, use_labels), ctx, seed=cfg.seed)
-            if originals is not None:
-                scores["recon_ssim"] = float(metrics.ssim(images, originals).mean())
-                scores["recon_psnr"] = float(metrics.psnr(images, originals).mean())
+            scores = score_codes(shared.model, codes, use_labels, ctx, seed=cfg.seed,
+                                 device=sc.device, originals=originals)
             record = base_record(cfg, shared, ctx) | {
                 "kind": kind, "prior": name, "run_id": art.name, "scores": scores,
                 "device": device_name(sc.device)}
