@@ -340,10 +340,9 @@ class Store:
         return removed
 
     def new_sweep_dir(self) -> Path:
-        """A fresh folder for the job files and logs of one `bench sweep` (not an artefact)."""
-        path = self.root / "sweeps" / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-        path.mkdir(parents=True)
-        return path
+        """A new folder name for the job files and logs of one `bench sweep` (not an artefact;
+        its executor creates it)."""
+        return self.root / "sweeps" / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
 
     def finished(self, kind: str) -> list[Path]:
         """Folders of finished artefacts of `kind` (hidden and unfinished ones never listed)."""

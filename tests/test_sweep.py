@@ -245,6 +245,7 @@ def test_bad_flags_are_one_line_errors_before_any_work(tmp_path, args, message):
     assert len(errors) == 1 and "Traceback" not in result.output, result.output
     assert message in errors[0], errors[0]
     assert not (tmp_path / "out" / "backbones").exists()
+    assert not (tmp_path / "out" / "sweeps").exists()
 
 
 @pytest.mark.parametrize("text, message", [
