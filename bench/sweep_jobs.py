@@ -60,13 +60,13 @@ class CellRun:
     cell: Cell
     state: str  # pending | running | done | skipped | failed
     job: Any = None
-    started: float = 0.0  # time.monotonic() when it was seen running
+    started: float = 0.0  # time.monotonic() at submission, then when it was seen running
     ended: float = 0.0
     reason: str = ""  # why it failed, one line
 
     @property
     def wall_s(self) -> float | None:
-        if not self.started:
+        if not self.started or self.state == "pending":
             return None
         return (self.ended or time.monotonic()) - self.started
 
@@ -87,7 +87,6 @@ def failure_reason(error: BaseException) -> str:
 def watch(run: CellRun) -> bool:
     """Update a submitted cell's state; True once its job has ended."""
     if run.job.done():
-        run.started = run.started or time.monotonic()
         run.ended = time.monotonic()
         error = run.job.exception()
         run.state = "failed" if error is not None else "done"
@@ -108,7 +107,7 @@ def run_jobs(runs: list[CellRun], submit: Callable[[Cell], Any], jobs: int,
         while queue or active:
             while queue and len(active) < jobs:
                 run = queue.pop(0)
-                run.job = submit(run.cell)
+                run.job, run.started = submit(run.cell), time.monotonic()
                 active.append(run)
             active = [r for r in active if not watch(r)]
             on_change()

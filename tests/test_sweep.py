@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from bench.cli import app
 from bench.errors import BenchError
 from bench.sweep import Cell, SweepConfig, load_sweep_file
-from bench.sweep_jobs import CellRun, failure_reason, run_jobs
+from bench.sweep_jobs import CellRun, failure_reason, run_jobs, watch
 from bench.run import RunConfig
 from tests.conftest_plugins import PLUGINS, fake_install
 from tests.test_store_runs import bench_cmd, prior_records, scores
@@ -209,6 +209,15 @@ def test_run_jobs_keeps_at_most_jobs_cells_in_flight():
     run_jobs(runs, submit, jobs=2, on_change=lambda: None, poll_s=0)
     assert max(in_flight) == 2 and len(jobs) == 5
     assert [r.state for r in runs] == ["done", "done", "skipped", "done", "done", "done"]
+
+
+def test_a_queued_slurm_job_is_pending_until_it_runs():
+    run = CellRun(Cell(RunConfig()), "pending", job=SlowJob(polls=3), started=1.0)
+    run.job.state = "PENDING"
+    assert not watch(run) and run.state == "pending" and run.wall_s is None
+    run.job.state = "RUNNING"
+    assert not watch(run) and run.state == "running" and run.wall_s is not None
+    assert watch(run) and run.state == "done"
 
 
 def test_failure_reason_names_the_exception_or_the_death():
