@@ -5,8 +5,10 @@ sampling that gives the same grids for any number of ranks, and real `torchrun
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -81,6 +83,40 @@ def test_records_name_the_ranks_but_curves_do_not_carry_a_resume():
     assert device_name(torch.device("cpu"), 2).endswith("threads) x 2 ranks")
     assert curve_name("fit pixelcnn (resumed at step 40)") == "fit pixelcnn"
     assert curve_name("backbone") == "backbone"
+
+
+def session_worker(rank: int, port: int, out_dir: str) -> None:
+    """One of two ranks started as torchrun would (environment variables): rank 0's error
+    reaches rank 1, then rank 1 waits for rank 0 past the timeout."""
+    os.environ.update({"RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank),
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    torch.set_num_threads(1)
+    seen: dict[str, str] = {}
+    try:
+        with session(torch.device("cpu"), timeout_s=2) as ranks:
+            seen["ranks"] = f"{ranks.rank}/{ranks.world}"
+            try:
+                ranks.share(lambda: int("x"), tag="parse")  # fails on rank 0 only
+            except (ValueError, BenchError) as e:
+                seen["error"] = f"{type(e).__name__}: {e}"
+            if ranks.lead:
+                time.sleep(5)  # past the others' timeout
+            ranks.lead_first(lambda: None, tag="late")
+    except Exception as e:  # noqa: BLE001 - rank 0 may see its peer gone; rank 1 the timeout
+        seen["end"] = f"{type(e).__name__}: {e}"
+    (Path(out_dir) / f"rank{rank}.json").write_text(json.dumps(seen))
+
+
+@needs_gloo
+def test_torchrun_ranks_share_rank0s_error_and_time_out(tmp_path):
+    mp.spawn(session_worker, args=(free_port(), str(tmp_path)), nprocs=2)
+    rank0, rank1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2))
+    assert rank0["ranks"] == "0/2" and rank1["ranks"] == "1/2"
+    assert rank0["error"].startswith("ValueError: invalid literal")
+    assert rank1["error"] == ("BenchError: rank 0 failed, so rank 1 stops too: "
+                              + rank0["error"])
+    assert rank1["end"].startswith("BenchError: rank 1 waited over --ddp-timeout 2 s")
+    assert not dist.is_initialized()
 
 
 # --- sampling: the same grids for any number of ranks ----------------------------------------
