@@ -69,13 +69,15 @@ def run(
     threads: int = typer.Option(0, help="torch intra-op CPU threads (0 = torch's default)."),
     checkpoint_every: float = typer.Option(60.0, help="Seconds between training checkpoints "
                                                       "(a killed run resumes from the last one)."),
+    ddp_timeout: float = typer.Option(3600.0, help="Under torchrun: seconds a rank waits for "
+                                                   "the others before it fails."),
 ) -> None:
     """Train (or reuse) the backbone, fit PRIOR on its codes, sample, score, save a record."""
     set_threads(threads)
     cfg = RunConfig(prior=prior, dataset=dataset, preset=preset, seed=seed, device=device,
                     out=out, extractor=extractor, fid_weights=fid_weights,
                     condition=condition, n_samples=n_samples, force=force, skip_bad=skip_bad,
-                    checkpoint_every_s=checkpoint_every)
+                    checkpoint_every_s=checkpoint_every, ddp_timeout_s=ddp_timeout)
     for result in run_seeds(cfg, parse_seeds(seeds, seed)):
         print_scores(result)
 

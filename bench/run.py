@@ -8,6 +8,7 @@ concurrent processes on one results folder build each of them once.
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from bench.scoring import (SampleSet, ScoringContext, make_context, score_codes,
 from bench.stages import (StageContext, backbone_scores, stage_backbone, stage_data,
                           stage_export, stage_extractor)
 from bench.store import Artefact, Store
+from bench.torchrun import Ranks, check_batches, session
 from bench.validate import check_log_prob, check_samples, preflight
 from priors import CodeSet, Prior
 from vqvae import VQVAE, CodeExport, decode_codes
@@ -52,6 +54,8 @@ class RunConfig:
     force: bool = False  # recompute and overwrite a finished run with the same id
     skip_bad: bool = False  # skip unusable or misnamed files, named in a note
     checkpoint_every_s: float = 60.0  # seconds between training checkpoints (0: every step)
+    ddp_timeout_s: float = 3600.0  # under torchrun: longest wait of one rank for the others
+    # (ranks > 0 wait while rank 0 alone builds the data cache, extractor and scores)
 
     def __post_init__(self) -> None:
         if self.condition not in CONDITIONS:
@@ -64,6 +68,8 @@ class RunConfig:
         if self.checkpoint_every_s < 0:
             raise BenchError(f"--checkpoint-every must be >= 0 seconds, got "
                              f"{self.checkpoint_every_s}")
+        if self.ddp_timeout_s <= 0:
+            raise BenchError(f"--ddp-timeout must be > 0 seconds, got {self.ddp_timeout_s}")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -114,15 +120,28 @@ def sample_labels(n: int, export: CodeExport, conditional: bool) -> torch.Tensor
 SAMPLE_BATCH = 256  # grids sampled at once by `bench run` (`bench perf` times this batch too)
 
 
+def chunk_seed(seed: int, chunk: int) -> int:
+    """The generator seed of the `chunk`-th batch of samples: `seed` for the first, then
+    `seed` + chunk * 2**32 (distinct for every seed < 2**32)."""
+    return seed + (chunk << 32)
+
+
 def sample_prior(prior: Prior, n: int, *, seed: int, labels: torch.Tensor | None,
-                 batch: int = SAMPLE_BATCH) -> torch.Tensor:
-    gen = torch.Generator(device=prior.device).manual_seed(seed)
-    chunks = []
-    for i in range(0, n, batch):
+                 batch: int = SAMPLE_BATCH, ranks: Ranks = Ranks()) -> torch.Tensor | None:
+    """n grids, sampled `batch` at a time, each batch from its own generator (`chunk_seed`).
+    Under torchrun the batches are dealt round-robin to the ranks and gathered on rank 0:
+    the same grids for any number of ranks. Returns (n, h, w) on rank 0, None on the others."""
+    mine = {}
+    for chunk, i in list(enumerate(range(0, n, batch)))[ranks.rank::ranks.world]:
+        gen = torch.Generator(device=prior.device).manual_seed(chunk_seed(seed, chunk))
         lab = None if labels is None else labels[i:i + batch].to(prior.device)
         m = min(batch, n - i)
-        chunks.append(check_samples(prior, prior.sample(m, generator=gen, labels=lab), m).cpu())
-    return torch.cat(chunks)
+        mine[i] = check_samples(prior, prior.sample(m, generator=gen, labels=lab), m).cpu()
+    parts = ranks.gather(mine)
+    if parts is None:
+        return None
+    chunks = {i: codes for part in parts for i, codes in part.items()}
+    return torch.cat([chunks[i] for i in sorted(chunks)])
 
 
 def bits_per_code_on(prior: Prior, test: CodeSet, batch: int = 256) -> float | None:
@@ -299,21 +318,24 @@ def prepare_shared(cfg: RunConfig, preset: Preset, sc: StageContext) -> Shared:
 
 def run_benchmark(cfg: RunConfig, *, progress: RichProgress | None = None,
                   sc: StageContext | None = None) -> RunResult:
-    """Run (or find in the store) one prior on one dataset and write its record."""
+    """Run (or find in the store) one prior on one dataset and write its record. Under
+    torchrun (`sc.ranks`) every rank fits and samples; rank 0 alone scores and writes."""
     preset = get_preset(cfg.preset)
     check_options(cfg)  # unknown prior, extractor without its extra: before any work
-    sc = sc or StageContext(store=open_store(cfg.out), device=resolve_device(cfg.device),
-                            progress=progress or RichProgress(), force=cfg.force,
-                            checkpoint_every_s=cfg.checkpoint_every_s)
+    sc = sc or stage_context(cfg, progress, Ranks())
     shared = prepare_shared(cfg, preset, sc)
     prior = build_prior(cfg, preset, shared.export, sc.device)
     test_codes = code_set(shared.export, "test", cfg.condition == "label")
     preflight(prior, test_codes.codes, test_codes.labels)
+    n = n_scored(cfg, preset, shared.ds)
+    if not sc.ranks.lead:
+        return follow_run(cfg, prior, shared, n, sc)
     extractor = stage_extractor(cfg.extractor, shared.ds, seed=cfg.backbone_seed,
                                 preset=preset.base, weights_path=cfg.fid_weights, sc=sc)
-    n = n_scored(cfg, preset, shared.ds)
     art = run_artefact(cfg, preset, prior, shared.export, extractor.id, n)
-    if sc.store.exists(art) and not (cfg.force and art.key not in sc.rebuilt):
+    cached = sc.store.exists(art) and not (cfg.force and art.key not in sc.rebuilt)
+    sc.ranks.share(lambda: (art, cached), tag="run")  # the others fit and sample with rank 0, or not
+    if cached:
         record = sc.store.read(art, records.read)
         err_console.print(f"run: identical finished run found at {sc.store.dir(art)}; "
                           f"use --force to recompute")
@@ -326,27 +348,68 @@ def run_benchmark(cfg: RunConfig, *, progress: RichProgress | None = None,
                              n=n, seed=cfg.backbone_seed, store=sc.store,
                              force=sc.force_for(f"threshold|{shared.export.export_hash}|{n}"),
                              device=sc.device)
-    ceilings = ceiling_rows(cfg, shared, ctx, rest, sc)
+    ceilings = ceiling_rows(cfg, shared, ctx, rest, sc.alone())
 
     def build(directory: Path) -> None:
         record, tensors = fit_and_score(cfg, prior, shared, ctx, n, sc, art)
         records.writer(record | base_record(cfg, shared, ctx) | {"run_id": art.name},
                        tensors)(directory)
 
-    record, built = sc.build(art, build, records.read)
+    record, built = sc.build(art, build, records.read, collective=True)
     return RunResult(record, sc.store.dir(art), cached=not built, ceilings=ceilings)
+
+
+def follow_run(cfg: RunConfig, prior: Prior, shared: Shared, n: int,
+               sc: StageContext) -> RunResult:
+    """A rank > 0 under torchrun: fit and sample with rank 0 when it fits this run, then read
+    the record rank 0 wrote (its ceiling rows are left to rank 0)."""
+    art, cached = sc.ranks.share(None, tag="run")
+    if cached:
+        return RunResult(sc.store.read(art, records.read), sc.store.dir(art), cached=True)
+
+    def build(_: Path) -> None:  # into a scratch folder: rank 0 writes the record
+        fit_prior(cfg, prior, shared.export, sc, checkpoint=None)
+        sample_prior(prior, n, seed=cfg.seed, ranks=sc.ranks,
+                     labels=sample_labels(n, shared.export, cfg.condition == "label"))
+
+    record, _ = sc.build(art, build, records.read, collective=True)
+    return RunResult(record, sc.store.dir(art), cached=False)
 
 
 def run_seeds(cfg: RunConfig, seeds: list[int], *,
               progress: RichProgress | None = None) -> list[RunResult]:
-    """`run_benchmark` for each seed; the shared stages are built (or forced) once."""
+    """`run_benchmark` for each seed; the shared stages are built (or forced) once. Under
+    torchrun the ranks run it together (bench/torchrun.py) and only rank 0 returns results
+    (the others return [], so that one process reports)."""
     if not seeds:
         raise BenchError("no seeds to run; give --seed N or --seeds 0,1,2")
     check_options(cfg)
-    sc = StageContext(store=open_store(cfg.out), device=resolve_device(cfg.device),
-                      progress=progress or RichProgress(), force=cfg.force,
-                      checkpoint_every_s=cfg.checkpoint_every_s)
-    return [run_benchmark(dataclasses.replace(cfg, seed=s), sc=sc) for s in seeds]
+    with session(resolve_device(cfg.device), timeout_s=cfg.ddp_timeout_s) as ranks:
+        if ranks.world > 1:
+            check_batches(ranks.world, batch_sizes(cfg, get_preset(cfg.preset)))
+        sc = stage_context(cfg, progress, ranks)
+        results = [run_benchmark(dataclasses.replace(cfg, seed=s), sc=sc) for s in seeds]
+    return results if ranks.lead else []
+
+
+def batch_sizes(cfg: RunConfig, preset: Preset) -> dict[str, int]:
+    """The global batch sizes the ranks split: the backbone's and the prior's (if it has one)."""
+    sizes = {"the backbone": preset.train.batch_size}
+    prior_batch = getattr(preset.prior_config(priors.get_prior(cfg.prior)), "batch_size", None)
+    if isinstance(prior_batch, int):
+        sizes[f"the {cfg.prior} prior's"] = prior_batch
+    return sizes
+
+
+def stage_context(cfg: RunConfig, progress: RichProgress | None, ranks: Ranks) -> StageContext:
+    """What the stages of a run share; under torchrun only rank 0 writes or shows progress."""
+    store = (open_store(cfg.out) if ranks.lead else
+             Store(cfg.out, writer=False))  # rank 0 prepared the folder; these only read it
+    if progress is None or not ranks.lead:
+        progress = RichProgress(enabled=ranks.lead)
+    return StageContext(store=store, device=ranks.place(resolve_device(cfg.device)),
+                        progress=progress, force=cfg.force,
+                        checkpoint_every_s=cfg.checkpoint_every_s, ranks=ranks)
 
 
 def open_store(out: Path) -> Store:
@@ -357,23 +420,32 @@ def open_store(out: Path) -> Store:
     return store
 
 
+def fit_prior(cfg: RunConfig, prior: Prior, export: CodeExport, sc: StageContext, *,
+              checkpoint: priors.Checkpoint | None) -> tuple[dict[str, float], float]:
+    """(fit summary, fit seconds, resumed parts counted) of `prior` on the train split;
+    `checkpoint` None: none (ranks > 0, whose fits resume from rank 0's)."""
+    conditional = cfg.condition == "label"
+    t0 = time.perf_counter()
+    fit_summary = prior.fit(code_set(export, "train", conditional),
+                            code_set(export, "val", conditional), seed=cfg.seed,
+                            progress=sc.progress,
+                            **({"checkpoint": checkpoint}
+                               if checkpoint is not None and priors.accepts_checkpoint(prior)
+                               else {}))
+    return fit_summary, fit_summary.get("train_wall_s", time.perf_counter() - t0)
+
+
 def fit_and_score(cfg: RunConfig, prior: Prior, shared: Shared, ctx: ScoringContext, n: int,
                   sc: StageContext, art: Artefact) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     conditional = cfg.condition == "label"
     export, device = shared.export, sc.device
     before = set(sc.progress.history)
-    t0 = time.perf_counter()
-    fit_summary = prior.fit(code_set(export, "train", conditional),
-                            code_set(export, "val", conditional), seed=cfg.seed,
-                            progress=sc.progress,
-                            **({"checkpoint": sc.checkpoint(art)}
-                               if priors.accepts_checkpoint(prior) else {}))
-    fit_s = fit_summary.get("train_wall_s", time.perf_counter() - t0)  # counts resumed parts
+    fit_summary, fit_s = fit_prior(cfg, prior, export, sc, checkpoint=sc.checkpoint(art))
     bits = bits_per_code_on(prior, code_set(export, "test", conditional))
     labels = sample_labels(n, export, conditional)
     sync(device)
     t0 = time.perf_counter()
-    codes = sample_prior(prior, n, seed=cfg.seed, labels=labels)
+    codes = sample_prior(prior, n, seed=cfg.seed, labels=labels, ranks=sc.ranks)
     images = decode_codes(shared.model, codes, device=device)
     sync(device)
     sample_s = time.perf_counter() - t0
@@ -382,8 +454,10 @@ def fit_and_score(cfg: RunConfig, prior: Prior, shared: Shared, ctx: ScoringCont
     scores |= {"bits_per_code": bits, "fit_s": fit_s, "samples_per_s": n / sample_s,
                "num_parameters": float(prior.num_parameters())}
     record = {"kind": "prior", "prior": cfg.prior, "config": dataclasses.asdict(prior.config),
-              "scores": scores, "fit": fit_summary, "device": device_name(device),
-              "curves": {k: sc.progress.curve(k) for k in sc.progress.history if k not in before}}
+              "scores": scores, "fit": fit_summary,
+              "device": device_name(device, sc.ranks.world),
+              "curves": {curve_name(k): sc.progress.curve(k) for k in sc.progress.history
+                         if k not in before}}
     tensors = {f"prior/{k}": v for k, v in prior.state_dict().items()} | {"samples/codes": codes}
     if labels is not None:
         tensors["samples/labels"] = labels
@@ -395,7 +469,16 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def device_name(device: torch.device) -> str:
+def device_name(device: torch.device, ranks: int = 1) -> str:
+    """The device as records name it: 'cpu (2 threads)', 'cuda (NVIDIA H100 ...) x 8 ranks'."""
     if device.type == "cuda":
-        return f"cuda ({torch.cuda.get_device_name(device)})"
-    return f"cpu ({torch.get_num_threads()} threads)"
+        name = f"cuda ({torch.cuda.get_device_name(device)})"
+    else:
+        name = f"cpu ({torch.get_num_threads()} threads)"
+    return name if ranks == 1 else f"{name} x {ranks} ranks"
+
+
+def curve_name(description: str) -> str:
+    """A progress task's name as a record's curve key: a resumed fit's curve under the name of
+    an uninterrupted one ('fit pixelcnn (resumed at step 40)' -> 'fit pixelcnn')."""
+    return re.sub(r" \(resumed at step \d+\)$", "", description)
