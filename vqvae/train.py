@@ -137,12 +137,14 @@ def _optimiser(model: VQVAE, cfg: TrainConfig, total_steps: int) -> tuple[Any, A
 
 def one_cycle(opt: torch.optim.Optimizer, cfg: TrainConfig,
               total_steps: int) -> torch.optim.lr_scheduler.OneCycleLR:
-    """lr: warm-up from lr/25 over the first 5% of steps, cosine decay to lr * final_lr_frac at
+    """lr: warm-up from lr/25 over the first 5% of steps (at least 2 steps), cosine decay to lr * final_lr_frac at
     the last step (OneCycleLR ends at its initial lr / final_div_factor). AdamW's beta1 moves
     the other way, 0.95 -> 0.85 -> 0.95 (OneCycleLR's momentum cycle)."""
     div = 25.0
+    # warm-up of >= 2 steps: OneCycleLR divides by (warm-up steps - 1), zero at 20 steps and 5%
+    warmup = 0.05 if total_steps < 3 else max(0.05, 2.0 / total_steps)
     return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total_steps,
-                                               pct_start=0.05, div_factor=div,
+                                               pct_start=warmup, div_factor=div,
                                                final_div_factor=1 / (div * cfg.final_lr_frac))
 
 
