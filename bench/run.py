@@ -22,6 +22,7 @@ from bench import metrics, records
 from bench.data import DataConfig, ImageDataset, dataset_identity
 from bench.errors import BenchError
 from bench.extractors import check_extractor
+from bench.extractors.base import FeatureExtractor
 from bench.presets import Preset, get_preset
 from bench.progress import RichProgress, err_console
 from bench.scoring import (SampleSet, ScoringContext, make_context, score_codes,
@@ -316,6 +317,19 @@ def prepare_shared(cfg: RunConfig, preset: Preset, sc: StageContext) -> Shared:
     return Shared(preset, ds, model, export, artefacts, scores)
 
 
+def scoring_context(cfg: RunConfig, shared: Shared, extractor: FeatureExtractor, n: int,
+                    sc: StageContext) -> tuple[ScoringContext, np.ndarray]:
+    """The real side every row of a setting is scored against (n test images, the training
+    images and the memorisation threshold), and the test indices left for the reference row."""
+    test = shared.ds.splits["test"]
+    return make_context(test.images, test.labels, shared.ds.splits["train"].images,
+                        shared.export.codes["test"], shared.export.num_codes, extractor,
+                        shared.ds.label_names if cfg.condition == "label" else (),
+                        n=n, seed=cfg.backbone_seed, store=sc.store,
+                        force=sc.force_for(f"threshold|{shared.export.export_hash}|{n}"),
+                        device=sc.device)
+
+
 def run_benchmark(cfg: RunConfig, *, progress: RichProgress | None = None,
                   sc: StageContext | None = None) -> RunResult:
     """Run (or find in the store) one prior on one dataset and write its record. Under
@@ -341,13 +355,7 @@ def run_benchmark(cfg: RunConfig, *, progress: RichProgress | None = None,
                           f"use --force to recompute")
         return RunResult(record, sc.store.dir(art), cached=True,
                          ceilings=stored_ceilings(cfg, sc, shared.export, extractor.id, n))
-    test = shared.ds.splits["test"]
-    ctx, rest = make_context(test.images, test.labels, shared.ds.splits["train"].images,
-                             shared.export.codes["test"], shared.export.num_codes, extractor,
-                             shared.ds.label_names if cfg.condition == "label" else (),
-                             n=n, seed=cfg.backbone_seed, store=sc.store,
-                             force=sc.force_for(f"threshold|{shared.export.export_hash}|{n}"),
-                             device=sc.device)
+    ctx, rest = scoring_context(cfg, shared, extractor, n, sc)
     ceilings = ceiling_rows(cfg, shared, ctx, rest, sc.alone())
 
     def build(directory: Path) -> None:

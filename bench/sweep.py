@@ -20,10 +20,9 @@ from typing import Any
 import torch
 
 from bench.errors import BenchError
-from bench.presets import _field_value, _known_keys, _typed, get_preset
+from bench.presets import field_value, known_keys, typed, get_preset
 from bench.run import (RunConfig, build_prior, ceiling_rows, check_options, n_scored,
-                       prepare_shared, run_artefact, run_benchmark)
-from bench.scoring import make_context
+                       prepare_shared, run_artefact, run_benchmark, scoring_context)
 from bench.stages import StageContext, stage_extractor
 
 EXECUTORS = ("local", "slurm")
@@ -79,9 +78,9 @@ def load_sweep_file(path: Path) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as e:
         raise BenchError(f"{where}: not valid TOML: {e}") from None
     hints = typing.get_type_hints(SweepConfig)
-    _known_keys(raw, list(hints), where, "")
-    return {key: Path(_typed(value, str, where, key)) if hints[key] is Path
-            else _field_value(value, hints[key], where, key) for key, value in raw.items()}
+    known_keys(raw, list(hints), where, "")
+    return {key: Path(typed(value, str, where, key)) if hints[key] is Path
+            else field_value(value, hints[key], where, key) for key, value in raw.items()}
 
 
 @dataclass(frozen=True)
@@ -136,11 +135,7 @@ def prepare_setting(cells: list[Cell], sc: StageContext) -> set[Cell]:
         c.run, preset, unfitted[c.run.prior], shared.export, extractor.id, n))}
     seeds = sorted({c.run.seed for c in cells if c not in finished})
     if seeds:
-        test = shared.ds.splits["test"]
-        ctx, rest = make_context(test.images, test.labels, shared.ds.splits["train"].images,
-                                 shared.export.codes["test"], shared.export.num_codes, extractor,
-                                 (), n=n, seed=first.backbone_seed, store=sc.store,
-                                 device=sc.device)
+        ctx, rest = scoring_context(first, shared, extractor, n, sc)
         for seed in seeds:
             ceiling_rows(dataclasses.replace(first, seed=seed), shared, ctx, rest, sc)
     return finished
