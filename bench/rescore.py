@@ -28,8 +28,9 @@ from bench.errors import ArtefactError, BenchError
 from bench.extractors import stored_extractor
 from bench.presets import Preset, get_preset
 from bench.progress import RichProgress, err_console
-from bench.run import (REFERENCE, RunConfig, RunResult, bits_per_code_on, code_set, device_name,
+from bench.run import (REFERENCE, RunConfig, RunResult, device_name,
                        n_scored, open_store, resolve_device)
+from bench.sampling import bits_per_code_on, code_set
 from bench.scoring import ScoringContext, make_context, score_codes
 from bench.stages import StageContext, backbone_scores, stage_data, stage_export
 from bench.store import MANIFEST, Artefact, Store, read_json

@@ -218,7 +218,7 @@ def test_monai_is_sized_like_our_backbone(preset):
 
 def test_run_grids_option_and_bench_runs_batch():
     from bench.cli_perf import sized
-    from bench.run import SAMPLE_BATCH
+    from bench.sampling import SAMPLE_BATCH
     assert perf_sizes("quick").run_batch == perf_sizes("full").run_batch == SAMPLE_BATCH
     assert sized("quick", None, None, None, "none").run_grids == ()
     quick = sized("quick", "8", None, None, "16,24")

@@ -16,7 +16,8 @@ from bench.errors import ArtefactError, BenchError
 from bench.extractors import stored_extractor
 from bench.rescore import (MEMORISATION_NOTE, ScoreConfig, data_config, open_run, run_backbone,
                            stored_prior)
-from bench.run import REFERENCE, bits_per_code_on, code_set
+from bench.run import REFERENCE
+from bench.sampling import bits_per_code_on, code_set
 from bench.store import Store
 from tests.conftest_data import make_adni
 from tests.test_cli import assert_user_error

@@ -19,7 +19,8 @@ import torch.multiprocessing as mp
 import priors
 from bench import run as bench_run
 from bench.errors import BenchError
-from bench.run import RunConfig, chunk_seed, curve_name, device_name, sample_prior
+from bench.run import RunConfig, curve_name, device_name
+from bench.sampling import chunk_seed, sample_prior
 from bench.torchrun import Ranks, check_batches, session, torchrun_env
 from tests.test_distributed import free_port
 
