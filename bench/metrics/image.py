@@ -159,3 +159,20 @@ def diversity(samples: Tensor, *, max_pairs: int = 10_000, generator: torch.Gene
 
 
 __all__ = ["ssim", "psnr", "ssim_matrix", "diversity"]
+
+
+def spread_ratios(recon: Tensor, x: Tensor) -> dict[str, float]:
+    """How much reconstructions vary, as a share of how much the originals do:
+    within_image = mean per-image pixel std of recon / that of x (0: every reconstruction is
+    flat); across_images = mean per-pixel std over the images of recon / that of x (0: every
+    image is reconstructed as the same image). 1 for recon == x; inf when x itself is flat."""
+    _check_pair(recon, x)
+    if len(x) < 2:
+        raise ValueError(f"spread_ratios needs at least 2 images, got {len(x)}")
+    r, o = recon.double().flatten(1), x.double().flatten(1)  # (N, H*W)
+
+    def ratio(a: Tensor, b: Tensor) -> float:
+        return float(a.mean() / b.mean()) if float(b.mean()) > 0 else float("inf")
+
+    return {"within_image": ratio(r.std(1, correction=0), o.std(1, correction=0)),
+            "across_images": ratio(r.std(0, correction=0), o.std(0, correction=0))}
