@@ -19,7 +19,8 @@ from torch import Tensor, nn
 
 from priors.base import (Checkpoint, CodeSet, NullCheckpoint, Prior, PriorError, Progress,
                          require, seeded, step_budget)
-from priors.training import FitLoop, Shard, data_parallel
+from priors.training import FitLoop, Shard
+from trainkit import data_parallel
 
 
 @dataclass(frozen=True)

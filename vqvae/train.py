@@ -4,42 +4,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vqvae.distributed import all_reduce_sum_, cpu_copy, data_parallel, from_rank0, rank_world
+from trainkit import (Checkpoint, EpochOrder, NullCheckpoint, Progress, all_reduce_sum_, cpu_copy,
+                      data_parallel, from_rank0, rank_world)
 from vqvae.model import VQVAE
-
-
-class Progress(Protocol):
-    def start(self, description: str, total: int | None) -> None: ...
-    def advance(self, n: int = 1, **metrics: float) -> None: ...
-    def stop(self) -> None: ...
-
-
-class Checkpoint(Protocol):
-    """Where a training loop keeps its resumable state (`priors.base.Checkpoint`'s twin: the
-    libraries do not import each other). Under torch.distributed only rank 0 calls it."""
-
-    def load(self) -> dict[str, Any] | None: ...  # last saved training state, or None: start fresh
-    def save(self, state: dict[str, Any]) -> None: ...  # atomic; round-trips through torch.save /
-    # torch.load(weights_only=True): tensors, numbers, strings, None, lists, tuples and dicts
-    def due(self, step: int) -> bool: ...  # save now, after `step` finished steps?
-
-
-class NullCheckpoint:
-    def load(self) -> dict[str, Any] | None:
-        return None
-
-    def save(self, state: dict[str, Any]) -> None:
-        pass
-
-    def due(self, step: int) -> bool:
-        return False
 
 
 @dataclass(frozen=True)
@@ -170,35 +144,6 @@ def _train_step(net: nn.Module, opt: torch.optim.Optimizer, sched: Any, x: Tenso
 
 
 # -- resumable loops (the backbone's here, the mri extractor's in bench) ------------------------
-
-
-class EpochOrder:
-    """One permutation of range(n) per epoch, drawn from `generator`, cut into `per_epoch`
-    batches of `batch_size`; steps are asked for in increasing order. Its state is the
-    generator before the current epoch's permutation and the permutations drawn, so a restored
-    order redraws that permutation and continues mid-epoch."""
-
-    def __init__(self, n: int, batch_size: int, per_epoch: int,
-                 generator: torch.Generator) -> None:
-        self.n, self.batch_size, self.per_epoch = n, batch_size, per_epoch
-        self.generator = generator
-        self.drawn, self.before = 0, generator.get_state()
-        self.perm = torch.empty(0, dtype=torch.int64)
-
-    def batch(self, step: int) -> Tensor:  # (batch_size,) int64 rows, CPU
-        epoch, i = divmod(step, self.per_epoch)
-        while self.drawn <= epoch:
-            self.before = self.generator.get_state()
-            self.perm = torch.randperm(self.n, generator=self.generator)
-            self.drawn += 1
-        return self.perm[i * self.batch_size:(i + 1) * self.batch_size]
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"generator": self.before, "drawn": self.drawn}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.generator.set_state(state["generator"])
-        self.before, self.drawn = state["generator"], max(0, state["drawn"] - 1)
 
 
 @dataclass
