@@ -11,7 +11,7 @@ import torch
 from bench.metrics.distribution import frechet_distance, kid
 from bench.presets import get_preset
 from bench.progress import RichProgress
-from bench.run import RunConfig, open_store, prepare_shared
+from bench.run import RunConfig, open_store, prepare_shared, scoring_context
 from bench.stages import StageContext, stage_extractor
 from bench.store import load_tensors
 from vqvae.train import decode_codes, to_float
@@ -24,9 +24,8 @@ def main(out: str, spec: str, preset_name: str, prior_names: list[str], n: int =
     sh = prepare_shared(cfg, preset, sc)  # every stage must be cached: run `bench run` first
     ex = stage_extractor("mri", sh.ds, seed=0, preset=preset.base, weights_path=None, sc=sc)
     test = sh.ds.splits["test"]
-    order = np.random.default_rng(0).permutation(len(test.images))  # as scoring.make_context
-    A, B = np.sort(order[:n]), np.sort(order[n:2 * n])
-    fa = ex.features(to_float(np.asarray(test.images[A]), cpu))
+    ctx, B = scoring_context(cfg, sh, ex, n, sc)  # the real side (A) and the rest, as `bench run`
+    fa = ctx.real_feats
     rows = {"other real test images": ex.features(to_float(np.asarray(test.images[B]), cpu)),
             "recon of held-out test": ex.features(decode_codes(sh.model, sh.export.codes["test"][B], device=cpu))}
     pick = np.sort(np.random.default_rng(1).permutation(len(sh.ds.splits["train"]))[:n])
