@@ -10,12 +10,14 @@ import typer
 from rich.table import Table
 
 import priors
-from bench import records, report as report_lib, tables
+from bench import report as report_lib, tables
 from bench.cli_check import check_prior
-from bench.cli_common import out_console, user_errors
+from bench.cli_common import out_console, print_comparison, user_errors
 from bench.progress import err_console
 from bench.cli_data import data_app
 from bench.cli_perf import perf
+from bench.cli_score import score
+from bench.cli_sweep import sweep
 from bench.errors import BenchError
 from bench.run import RunConfig, RunResult, run_seeds
 
@@ -24,6 +26,8 @@ app = typer.Typer(help="Benchmark generative priors over the codes of a frozen V
 app.add_typer(data_app, name="data", help="Inspect datasets.")
 app.command("perf")(perf)
 app.command("check-prior")(check_prior)
+app.command("score")(score)
+app.command("sweep")(sweep)
 
 RESULTS = Path("results")
 
@@ -67,13 +71,16 @@ def run(
                                                       "(a killed run resumes from the last one)."),
     precision: Optional[str] = typer.Option(None, help="Training precision of backbone and "
                                             "prior: fp32 | bf16 | auto [default: the preset's]."),
+    ddp_timeout: float = typer.Option(3600.0, help="Under torchrun: seconds a rank waits for "
+                                                   "the others before it fails."),
 ) -> None:
     """Train (or reuse) the backbone, fit PRIOR on its codes, sample, score, save a record."""
     set_threads(threads)
     cfg = RunConfig(prior=prior, dataset=dataset, preset=preset, seed=seed, device=device,
                     out=out, extractor=extractor, fid_weights=fid_weights,
                     condition=condition, n_samples=n_samples, force=force, skip_bad=skip_bad,
-                    checkpoint_every_s=checkpoint_every, precision=precision)
+                    checkpoint_every_s=checkpoint_every, precision=precision,
+                    ddp_timeout_s=ddp_timeout)
     for result in run_seeds(cfg, parse_seeds(seeds, seed)):
         print_scores(result)
 
@@ -106,20 +113,7 @@ def print_scores(result: RunResult) -> None:
 @user_errors
 def compare(out: Path = typer.Option(RESULTS, help="Results folder to read and write into.")) -> None:
     """Table of every run under the results folder; writes comparison.{md,csv,tex,json}."""
-    recs = records.collect(out, warn=lambda text: err_console.print(f"[yellow]warning:[/] {text}"))
-    if not recs:
-        raise BenchError(f"no finished runs under {out / 'runs'}; run `bench run` first")
-    groups = tables.comparison(recs)
-    for meta, table in groups:
-        text = tables.as_text_frame(meta, table)
-        rich_table = Table(title=tables.title(meta), caption=tables.backbone_line(meta))
-        for col in text.columns:
-            rich_table.add_column(col, justify="left" if col == "prior" else "right")
-        for row in text.itertuples(index=False):
-            rich_table.add_row(*(str(v) for v in row))
-        out_console.print(rich_table)
-    for path in tables.write_all(groups, out):
-        out_console.print(f"wrote {path}")
+    print_comparison(out)
 
 
 @app.command()

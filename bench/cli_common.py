@@ -1,16 +1,21 @@
-"""What every CLI command shares: one-line errors with a non-zero exit code, no traceback."""
+"""What every CLI command shares: one-line errors with a non-zero exit code, no traceback;
+the comparison tables (`bench compare`, and `bench sweep` when it ends)."""
 
 from __future__ import annotations
 
 import functools
 import sys
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Callable, Iterator, TypeVar
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
+from bench import records, tables
 from bench.errors import BenchError
+from bench.progress import err_console
 from priors import PriorError
 from vqvae import CheckpointError
 
@@ -54,3 +59,22 @@ def user_errors(fn: F) -> F:
             raise fail("interrupted") from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def print_comparison(out: Path) -> None:
+    """One table per setting of every finished run under `out` on stdout; writes
+    comparison.{md,csv,tex,json} into `out`."""
+    recs = records.collect(out, warn=lambda text: err_console.print(f"[yellow]warning:[/] {text}"))
+    if not recs:
+        raise BenchError(f"no finished runs under {out / 'runs'}; run `bench run` first")
+    groups = tables.comparison(recs)
+    for meta, table in groups:
+        text = tables.as_text_frame(meta, table)
+        rich_table = Table(title=tables.title(meta), caption=tables.backbone_line(meta))
+        for col in text.columns:
+            rich_table.add_column(col, justify="left" if col == "prior" else "right")
+        for row in text.itertuples(index=False):
+            rich_table.add_row(*(str(v) for v in row))
+        out_console.print(rich_table)
+    for path in tables.write_all(groups, out):
+        out_console.print(f"wrote {path}")

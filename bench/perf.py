@@ -38,7 +38,8 @@ from bench.peers import PEERS, peer_module, race_peer
 from bench.perf_precision import check_prior_names, measure_precision
 from bench.perf_scoring import measure_scoring
 from bench.presets import Preset, get_preset
-from bench.run import SAMPLE_BATCH, device_name, resolve_device
+from bench.run import device_name, resolve_device
+from bench.sampling import SAMPLE_BATCH
 from bench.store import prepare_out
 from bench.timing import forward_seconds, measure_loading, sampling_speed, timed
 from priors import NullProgress, Progress
@@ -46,7 +47,8 @@ from priors.autoregressive import AutoregressivePrior
 from priors.base import seeded
 from vqvae import VQVAE, TrainConfig, train_vqvae
 from bench.store import write_json_atomic
-from vqvae.train import native_bf16_cpu, to_float
+from trainkit import native_bf16_cpu
+from vqvae.train import to_float
 
 SECTIONS = ("backbone", "sampling", "data", "features", "peer", "scoring", "precision")
 DEFAULT_SECTIONS = ("backbone", "precision", "sampling", "data", "features", "scoring")
@@ -63,7 +65,7 @@ class PerfSizes:
     grids: tuple[int, ...]  # code grid sides (h = w) sampled n_grids at a time
     n_grids: int  # grids sampled together in the grid sweep (small: the per-op overhead regime)
     run_grids: tuple[int, ...]  # sides also sampled run_batch at a time; () = none
-    run_batch: int  # grids sampled together by `bench run` (bench.run.SAMPLE_BATCH)
+    run_batch: int  # grids sampled together by `bench run` (bench.sampling.SAMPLE_BATCH)
     max_naive_s: float  # s, budget of the naive sampling timing per prior and grid
     n_feature_images: int  # test images pushed through the feature extractor
     peer_budget_s: float  # s, training budget of each backbone in the peer race

@@ -23,7 +23,7 @@ from bench.errors import BenchError
 from bench.presets import Preset
 from priors import CodeSet, NullProgress
 from vqvae import VQVAE, TrainConfig, train_vqvae
-from vqvae.train import native_bf16_cpu
+from trainkit import native_bf16_cpu
 
 PRECISIONS = ("fp32", "bf16")  # measured, in this order within a round
 

@@ -208,7 +208,8 @@ def write_report(out: Path, report_dir: Path | None = None,
             continue
         table = tables.wide_table(members)
         folder = report_dir / slug(f"{meta['dataset']}-{meta['preset']}-{meta['backbone']}-"
-                                   f"{meta['extractor']}-{meta['condition']}")
+                                   f"{meta['extractor']}-{meta['condition']}"
+                                   f"{'-from-' + meta['trained_on_name'] if meta['trained_on'] else ''}")
         parts.append(setting_section(out, meta, table, mine, folder))
     path = report_dir / "report.md"
     write_text_atomic(path, "\n".join(parts) + "\n")

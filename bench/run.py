@@ -8,6 +8,7 @@ concurrent processes on one results folder build each of them once.
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,18 +18,22 @@ import numpy as np
 import torch
 
 import priors
-from bench import metrics, records
+from bench import records
 from bench.data import DataConfig, ImageDataset, dataset_identity
 from bench.errors import BenchError
 from bench.extractors import check_extractor
+from bench.extractors.base import FeatureExtractor
 from bench.presets import Preset, get_preset
 from bench.progress import RichProgress, err_console
-from bench.scoring import SampleSet, ScoringContext, make_context, score_samples
-from bench.stages import (StageContext, backbone_scores, check_precision, stage_backbone,
-                          stage_data, stage_export, stage_extractor)
+from bench.sampling import bits_per_code_on, code_set, sample_labels, sample_prior
+from bench.scoring import (SampleSet, ScoringContext, make_context, score_codes,
+                           score_samples)
+from bench.stages import (StageContext, backbone_scores, check_precision, precision_keyed,
+                          stage_backbone, stage_data, stage_export, stage_extractor)
 from bench.store import Artefact, Store
-from bench.validate import check_log_prob, check_samples, preflight
-from priors import CodeSet, Prior
+from bench.torchrun import Ranks, check_batches, session
+from bench.validate import preflight
+from priors import Prior
 from vqvae import VQVAE, CodeExport, decode_codes
 from vqvae.train import PRECISIONS, to_float
 
@@ -52,6 +57,8 @@ class RunConfig:
     skip_bad: bool = False  # skip unusable or misnamed files, named in a note
     checkpoint_every_s: float = 60.0  # seconds between training checkpoints (0: every step)
     precision: str | None = None  # fp32 | bf16 | auto, backbone and prior; None: the preset's
+    ddp_timeout_s: float = 3600.0  # under torchrun: longest wait of one rank for the others
+    # (ranks > 0 wait while rank 0 alone builds the data cache, extractor and scores)
 
     def __post_init__(self) -> None:
         if self.condition not in CONDITIONS:
@@ -67,6 +74,8 @@ class RunConfig:
         if self.checkpoint_every_s < 0:
             raise BenchError(f"--checkpoint-every must be >= 0 seconds, got "
                              f"{self.checkpoint_every_s}")
+        if self.ddp_timeout_s <= 0:
+            raise BenchError(f"--ddp-timeout must be > 0 seconds, got {self.ddp_timeout_s}")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -76,11 +85,6 @@ def resolve_device(name: str) -> torch.device:
         raise BenchError("--device cuda asked for, but torch sees no CUDA device; "
                          "use --device cpu or auto")
     return torch.device(name)
-
-
-def code_set(export: CodeExport, split: str, conditional: bool) -> CodeSet:
-    labels = export.labels.get(split) if conditional else None
-    return CodeSet(codes=export.codes[split], num_codes=export.num_codes, labels=labels)
 
 
 def build_prior(cfg: RunConfig, preset: Preset, export: CodeExport, device: torch.device) -> Prior:
@@ -95,7 +99,8 @@ def build_prior(cfg: RunConfig, preset: Preset, export: CodeExport, device: torc
 
 def run_artefact(cfg: RunConfig, preset: Preset, prior: Prior, export: CodeExport,
                  extractor_id: str, n_samples: int) -> Artefact:
-    return Artefact.of("runs", {"prior": cfg.prior, "config": dataclasses.asdict(prior.config),
+    config = precision_keyed(dataclasses.asdict(prior.config), prior.training_precision())
+    return Artefact.of("runs", {"prior": cfg.prior, "config": config,
                                 "export": export.export_hash, "seed": cfg.seed,
                                 "condition": cfg.condition, "extractor": extractor_id,
                                 "n_samples": n_samples, "preset": preset_identity(preset)},
@@ -105,40 +110,6 @@ def run_artefact(cfg: RunConfig, preset: Preset, prior: Prior, export: CodeExpor
 def preset_identity(preset: Preset) -> dict[str, str]:
     """A preset by name and content hash: an edited preset file never matches an old run."""
     return {"name": preset.name, "content_hash": preset.content_hash}
-
-
-def sample_labels(n: int, export: CodeExport, conditional: bool) -> torch.Tensor | None:
-    """Balanced class labels for conditional sampling, None otherwise."""
-    if not conditional:
-        return None
-    return torch.arange(n) % len(export.label_names)
-
-
-SAMPLE_BATCH = 256  # grids sampled at once by `bench run` (`bench perf` times this batch too)
-
-
-def sample_prior(prior: Prior, n: int, *, seed: int, labels: torch.Tensor | None,
-                 batch: int = SAMPLE_BATCH) -> torch.Tensor:
-    gen = torch.Generator(device=prior.device).manual_seed(seed)
-    chunks = []
-    for i in range(0, n, batch):
-        lab = None if labels is None else labels[i:i + batch].to(prior.device)
-        m = min(batch, n - i)
-        chunks.append(check_samples(prior, prior.sample(m, generator=gen, labels=lab), m).cpu())
-    return torch.cat(chunks)
-
-
-def bits_per_code_on(prior: Prior, test: CodeSet, batch: int = 256) -> float | None:
-    """Mean test bits per code of a prior with a likelihood; None for one without."""
-    if not prior.has_likelihood:
-        return None
-    lp = []
-    with torch.no_grad():
-        for i in range(0, len(test), batch):
-            lab = None if test.labels is None else test.labels[i:i + batch].to(prior.device)
-            codes = test.codes[i:i + batch].to(prior.device)
-            lp.append(check_log_prob(prior, prior.log_prob(codes, lab), len(codes)).cpu())
-    return metrics.bits_per_code(torch.cat(lp), test.grid)
 
 
 # --- orchestration ----------------------------------------------------------------------------
@@ -199,12 +170,9 @@ def ceiling_rows(cfg: RunConfig, shared: Shared, ctx: ScoringContext, rest: np.n
 
         def build(directory: Path, name=name, codes=codes, labels=labels, originals=originals,
                   kind=kind, art=art) -> None:
-            images = decode_codes(shared.model, codes, device=sc.device).to(sc.device)
             use_labels = labels if cfg.condition == "label" else None
-            scores = score_samples(SampleSet(images, codes, use_labels), ctx, seed=cfg.seed)
-            if originals is not None:
-                scores["recon_ssim"] = float(metrics.ssim(images, originals).mean())
-                scores["recon_psnr"] = float(metrics.psnr(images, originals).mean())
+            scores = score_codes(shared.model, codes, use_labels, ctx, seed=cfg.seed,
+                                 device=sc.device, originals=originals)
             record = base_record(cfg, shared, ctx) | {
                 "kind": kind, "prior": name, "run_id": art.name, "scores": scores,
                 "device": device_name(sc.device)}
@@ -303,57 +271,108 @@ def prepare_shared(cfg: RunConfig, preset: Preset, sc: StageContext) -> Shared:
     return Shared(preset, ds, model, export, artefacts, scores)
 
 
+def scoring_context(cfg: RunConfig, shared: Shared, extractor: FeatureExtractor, n: int,
+                    sc: StageContext) -> tuple[ScoringContext, np.ndarray]:
+    """The real side every row of a setting is scored against (n test images, the training
+    images and the memorisation threshold), and the test indices left for the reference row."""
+    test = shared.ds.splits["test"]
+    return make_context(test.images, test.labels, shared.ds.splits["train"].images,
+                        shared.export.codes["test"], shared.export.num_codes, extractor,
+                        shared.ds.label_names if cfg.condition == "label" else (),
+                        n=n, seed=cfg.backbone_seed, store=sc.store,
+                        force=sc.force_for(f"threshold|{shared.export.export_hash}|{n}"),
+                        device=sc.device)
+
+
 def run_benchmark(cfg: RunConfig, *, progress: RichProgress | None = None,
                   sc: StageContext | None = None) -> RunResult:
-    """Run (or find in the store) one prior on one dataset and write its record."""
+    """Run (or find in the store) one prior on one dataset and write its record. Under
+    torchrun (`sc.ranks`) every rank fits and samples; rank 0 alone scores and writes."""
     preset = get_preset(cfg.preset).with_precision(cfg.precision)
     check_options(cfg)  # unknown prior, extractor without its extra: before any work
-    sc = sc or StageContext(store=open_store(cfg.out), device=resolve_device(cfg.device),
-                            progress=progress or RichProgress(), force=cfg.force,
-                            checkpoint_every_s=cfg.checkpoint_every_s)
+    sc = sc or stage_context(cfg, progress, Ranks())
     check_precision(preset, priors.get_prior(cfg.prior), sc.device)
     shared = prepare_shared(cfg, preset, sc)
     prior = build_prior(cfg, preset, shared.export, sc.device)
     test_codes = code_set(shared.export, "test", cfg.condition == "label")
     preflight(prior, test_codes.codes, test_codes.labels)
+    n = n_scored(cfg, preset, shared.ds)
+    if not sc.ranks.lead:
+        return follow_run(cfg, prior, shared, n, sc)
     extractor = stage_extractor(cfg.extractor, shared.ds, seed=cfg.backbone_seed,
                                 preset=preset.base, weights_path=cfg.fid_weights, sc=sc)
-    n = n_scored(cfg, preset, shared.ds)
     art = run_artefact(cfg, preset, prior, shared.export, extractor.id, n)
-    if sc.store.exists(art) and not (cfg.force and art.key not in sc.rebuilt):
+    cached = sc.store.exists(art) and not (cfg.force and art.key not in sc.rebuilt)
+    sc.ranks.share(lambda: (art, cached), tag="run")  # the others fit and sample with rank 0, or not
+    if cached:
         record = sc.store.read(art, records.read)
         err_console.print(f"run: identical finished run found at {sc.store.dir(art)}; "
                           f"use --force to recompute")
         return RunResult(record, sc.store.dir(art), cached=True,
                          ceilings=stored_ceilings(cfg, sc, shared.export, extractor.id, n))
-    test = shared.ds.splits["test"]
-    ctx, rest = make_context(test.images, test.labels, shared.ds.splits["train"].images,
-                             shared.export.codes["test"], shared.export.num_codes, extractor,
-                             shared.ds.label_names if cfg.condition == "label" else (),
-                             n=n, seed=cfg.backbone_seed, store=sc.store,
-                             force=sc.force_for(f"threshold|{shared.export.export_hash}|{n}"),
-                             device=sc.device)
-    ceilings = ceiling_rows(cfg, shared, ctx, rest, sc)
+    ctx, rest = scoring_context(cfg, shared, extractor, n, sc)
+    ceilings = ceiling_rows(cfg, shared, ctx, rest, sc.alone())
 
     def build(directory: Path) -> None:
         record, tensors = fit_and_score(cfg, prior, shared, ctx, n, sc, art)
         records.writer(record | base_record(cfg, shared, ctx) | {"run_id": art.name},
                        tensors)(directory)
 
-    record, built = sc.build(art, build, records.read)
+    record, built = sc.build(art, build, records.read, collective=True)
     return RunResult(record, sc.store.dir(art), cached=not built, ceilings=ceilings)
+
+
+def follow_run(cfg: RunConfig, prior: Prior, shared: Shared, n: int,
+               sc: StageContext) -> RunResult:
+    """A rank > 0 under torchrun: fit and sample with rank 0 when it fits this run, then read
+    the record rank 0 wrote (its ceiling rows are left to rank 0)."""
+    art, cached = sc.ranks.share(None, tag="run")
+    if cached:
+        return RunResult(sc.store.read(art, records.read), sc.store.dir(art), cached=True)
+
+    def build(_: Path) -> None:  # into a scratch folder: rank 0 writes the record
+        fit_prior(cfg, prior, shared.export, sc, checkpoint=None)
+        sample_prior(prior, n, seed=cfg.seed, ranks=sc.ranks,
+                     labels=sample_labels(n, shared.export, cfg.condition == "label"))
+
+    record, _ = sc.build(art, build, records.read, collective=True)
+    return RunResult(record, sc.store.dir(art), cached=False)
 
 
 def run_seeds(cfg: RunConfig, seeds: list[int], *,
               progress: RichProgress | None = None) -> list[RunResult]:
-    """`run_benchmark` for each seed; the shared stages are built (or forced) once."""
+    """`run_benchmark` for each seed; the shared stages are built (or forced) once. Under
+    torchrun the ranks run it together (bench/torchrun.py) and only rank 0 returns results
+    (the others return [], so that one process reports)."""
     if not seeds:
         raise BenchError("no seeds to run; give --seed N or --seeds 0,1,2")
     check_options(cfg)
-    sc = StageContext(store=open_store(cfg.out), device=resolve_device(cfg.device),
-                      progress=progress or RichProgress(), force=cfg.force,
-                      checkpoint_every_s=cfg.checkpoint_every_s)
-    return [run_benchmark(dataclasses.replace(cfg, seed=s), sc=sc) for s in seeds]
+    with session(resolve_device(cfg.device), timeout_s=cfg.ddp_timeout_s) as ranks:
+        if ranks.world > 1:
+            check_batches(ranks.world, batch_sizes(cfg, get_preset(cfg.preset)))
+        sc = stage_context(cfg, progress, ranks)
+        results = [run_benchmark(dataclasses.replace(cfg, seed=s), sc=sc) for s in seeds]
+    return results if ranks.lead else []
+
+
+def batch_sizes(cfg: RunConfig, preset: Preset) -> dict[str, int]:
+    """The global batch sizes the ranks split: the backbone's and the prior's (if it has one)."""
+    sizes = {"the backbone": preset.train.batch_size}
+    prior_batch = getattr(preset.prior_config(priors.get_prior(cfg.prior)), "batch_size", None)
+    if isinstance(prior_batch, int):
+        sizes[f"the {cfg.prior} prior's"] = prior_batch
+    return sizes
+
+
+def stage_context(cfg: RunConfig, progress: RichProgress | None, ranks: Ranks) -> StageContext:
+    """What the stages of a run share; under torchrun only rank 0 writes or shows progress."""
+    store = (open_store(cfg.out) if ranks.lead else
+             Store(cfg.out, writer=False))  # rank 0 prepared the folder; these only read it
+    if progress is None or not ranks.lead:
+        progress = RichProgress(enabled=ranks.lead)
+    return StageContext(store=store, device=ranks.place(resolve_device(cfg.device)),
+                        progress=progress, force=cfg.force,
+                        checkpoint_every_s=cfg.checkpoint_every_s, ranks=ranks)
 
 
 def open_store(out: Path) -> Store:
@@ -364,23 +383,32 @@ def open_store(out: Path) -> Store:
     return store
 
 
+def fit_prior(cfg: RunConfig, prior: Prior, export: CodeExport, sc: StageContext, *,
+              checkpoint: priors.Checkpoint | None) -> tuple[dict[str, float], float]:
+    """(fit summary, fit seconds, resumed parts counted) of `prior` on the train split;
+    `checkpoint` None: none (ranks > 0, whose fits resume from rank 0's)."""
+    conditional = cfg.condition == "label"
+    t0 = time.perf_counter()
+    fit_summary = prior.fit(code_set(export, "train", conditional),
+                            code_set(export, "val", conditional), seed=cfg.seed,
+                            progress=sc.progress,
+                            **({"checkpoint": checkpoint}
+                               if checkpoint is not None and priors.accepts_checkpoint(prior)
+                               else {}))
+    return fit_summary, fit_summary.get("train_wall_s", time.perf_counter() - t0)
+
+
 def fit_and_score(cfg: RunConfig, prior: Prior, shared: Shared, ctx: ScoringContext, n: int,
                   sc: StageContext, art: Artefact) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     conditional = cfg.condition == "label"
     export, device = shared.export, sc.device
     before = set(sc.progress.history)
-    t0 = time.perf_counter()
-    fit_summary = prior.fit(code_set(export, "train", conditional),
-                            code_set(export, "val", conditional), seed=cfg.seed,
-                            progress=sc.progress,
-                            **({"checkpoint": sc.checkpoint(art)}
-                               if priors.accepts_checkpoint(prior) else {}))
-    fit_s = fit_summary.get("train_wall_s", time.perf_counter() - t0)  # counts resumed parts
+    fit_summary, fit_s = fit_prior(cfg, prior, export, sc, checkpoint=sc.checkpoint(art))
     bits = bits_per_code_on(prior, code_set(export, "test", conditional))
     labels = sample_labels(n, export, conditional)
     sync(device)
     t0 = time.perf_counter()
-    codes = sample_prior(prior, n, seed=cfg.seed, labels=labels)
+    codes = sample_prior(prior, n, seed=cfg.seed, labels=labels, ranks=sc.ranks)
     images = decode_codes(shared.model, codes, device=device)
     sync(device)
     sample_s = time.perf_counter() - t0
@@ -389,8 +417,10 @@ def fit_and_score(cfg: RunConfig, prior: Prior, shared: Shared, ctx: ScoringCont
     scores |= {"bits_per_code": bits, "fit_s": fit_s, "samples_per_s": n / sample_s,
                "num_parameters": float(prior.num_parameters())}
     record = {"kind": "prior", "prior": cfg.prior, "config": dataclasses.asdict(prior.config),
-              "scores": scores, "fit": fit_summary, "device": device_name(device),
-              "curves": {k: sc.progress.curve(k) for k in sc.progress.history if k not in before}}
+              "scores": scores, "fit": fit_summary,
+              "device": device_name(device, sc.ranks.world),
+              "curves": {curve_name(k): sc.progress.curve(k) for k in sc.progress.history
+                         if k not in before}}
     tensors = {f"prior/{k}": v for k, v in prior.state_dict().items()} | {"samples/codes": codes}
     if labels is not None:
         tensors["samples/labels"] = labels
@@ -402,7 +432,16 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def device_name(device: torch.device) -> str:
+def device_name(device: torch.device, ranks: int = 1) -> str:
+    """The device as records name it: 'cpu (2 threads)', 'cuda (NVIDIA H100 ...) x 8 ranks'."""
     if device.type == "cuda":
-        return f"cuda ({torch.cuda.get_device_name(device)})"
-    return f"cpu ({torch.get_num_threads()} threads)"
+        name = f"cuda ({torch.cuda.get_device_name(device)})"
+    else:
+        name = f"cpu ({torch.get_num_threads()} threads)"
+    return name if ranks == 1 else f"{name} x {ranks} ranks"
+
+
+def curve_name(description: str) -> str:
+    """A progress task's name as a record's curve key: a resumed fit's curve under the name of
+    an uninterrupted one ('fit pixelcnn (resumed at step 40)' -> 'fit pixelcnn')."""
+    return re.sub(r" \(resumed at step \d+\)$", "", description)

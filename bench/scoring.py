@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from bench import metrics
 from bench.extractors import FeatureExtractor
 from bench.store import Artefact, Store, read_json, write_json_atomic
 from vqvae.io import tensors_hash
+from vqvae import VQVAE, decode_codes
 from vqvae.train import to_float
 
 
@@ -30,16 +32,17 @@ class ScoringContext:
     real: Tensor  # (n, 1, H, W) test images the samples are compared against
     real_labels: Tensor | None  # (n,) or None
     real_feats: np.ndarray  # (n, F) extractor features of `real`
-    train: Tensor  # (M, 1, H, W) training images, for memorisation
+    train: Tensor | None  # (M, 1, H, W) training images, for memorisation; None: not scored
     train_index: np.ndarray  # (M,) their indices in the train split (the data-ceiling row's pool)
     test_code_counts: Tensor  # (K,) code histogram over the whole test split
-    memorised_above: float  # nearest-train SSIM threshold of memorisation (from `real`)
+    memorised_above: float  # nearest-train SSIM threshold of memorisation (from `real`); nan: none
     num_codes: int
     extractor: FeatureExtractor
     label_names: tuple[str, ...] = ()
 
 
-def make_context(test_images: np.ndarray, test_labels: np.ndarray | None, train_images: np.ndarray,
+def make_context(test_images: np.ndarray, test_labels: np.ndarray | None,
+                 train_images: np.ndarray | None,
                  test_codes: Tensor, num_codes: int, extractor: FeatureExtractor,
                  label_names: tuple[str, ...], *, n: int, seed: int,
                  max_train: int = 4000, store: Store | None = None,
@@ -48,18 +51,24 @@ def make_context(test_images: np.ndarray, test_labels: np.ndarray | None, train_
     """Pick n real test images (seeded); return the context and the test indices left over
     (disjoint from the chosen ones) from which the reference row's reconstructions come.
     `store`: where the memorisation threshold (every real image's nearest train image) is
-    kept, keyed by the images' bytes."""
+    kept, keyed by the images' bytes. `train_images` None: no memorisation score (samples
+    re-scored against another dataset than the one they were trained on)."""
     order = np.random.default_rng(seed).permutation(len(test_images))
     chosen, rest = np.sort(order[:n]), np.sort(order[n:2 * n])
     real = to_float(np.asarray(test_images[chosen]), device)  # image metrics run on `device`
-    train_pick = np.sort(np.random.default_rng(seed + 1).permutation(len(train_images))[:max_train])
-    train = to_float(np.asarray(train_images[train_pick]), device)
+    if train_images is None:
+        train, train_pick, threshold = None, np.zeros(0, np.int64), math.nan
+    else:
+        order_train = np.random.default_rng(seed + 1).permutation(len(train_images))
+        train_pick = np.sort(order_train[:max_train])
+        train = to_float(np.asarray(train_images[train_pick]), device)
+        threshold = stored_memorisation_threshold(train, real, store, force)
     ctx = ScoringContext(
         real=real,
         real_labels=None if test_labels is None else torch.from_numpy(np.asarray(test_labels)[chosen]),
         real_feats=extractor.features(real),
         train=train, train_index=train_pick,
-        memorised_above=stored_memorisation_threshold(train, real, store, force),
+        memorised_above=threshold,
         test_code_counts=metrics.code_histogram(test_codes, num_codes),
         num_codes=num_codes, extractor=extractor, label_names=label_names)
     return ctx, rest
@@ -111,8 +120,9 @@ def score_samples(samples: SampleSet, ctx: ScoringContext, *, seed: int) -> dict
     scores = _image_scores(images, feats, ctx.real, ctx.real_feats, seed)
     gen = torch.Generator().manual_seed(seed)
     counts = metrics.code_histogram(samples.codes, ctx.num_codes)
+    if ctx.train is not None:
+        scores["memorisation"] = metrics.memorised_share(images, ctx.train, ctx.memorised_above)
     scores |= {
-        "memorisation": metrics.memorised_share(images, ctx.train, ctx.memorised_above),
         "diversity_ssim": metrics.diversity(images, max_pairs=2000, generator=gen),
         "distinct_codes": float(metrics.distinct_codes(counts)),
         "code_perplexity": metrics.perplexity(counts),
@@ -128,4 +138,17 @@ def score_samples(samples: SampleSet, ctx: ScoringContext, *, seed: int) -> dict
                                       ctx.real[theirs.to(images.device)],
                                       ctx.real_feats[theirs.numpy()], seed, manifold=False)
             scores |= {f"{k}[{name}]": v for k, v in per_class.items() if k != "kid_std"}
+    return scores
+
+
+def score_codes(model: VQVAE, codes: Tensor, labels: Tensor | None, ctx: ScoringContext, *,
+                seed: int, device: torch.device,
+                originals: Tensor | None = None) -> dict[str, float]:
+    """`score_samples` of code grids (N, h, w) decoded by `model`; with `originals` (the images
+    the codes were encoded from), their recon SSIM and PSNR too: a reference row's scores."""
+    images = decode_codes(model, codes, device=device).to(device)
+    scores = score_samples(SampleSet(images, codes, labels), ctx, seed=seed)
+    if originals is not None:
+        scores["recon_ssim"] = float(metrics.ssim(images, originals).mean())
+        scores["recon_psnr"] = float(metrics.psnr(images, originals).mean())
     return scores

@@ -5,6 +5,7 @@ once (under its lock) and reuses it; `force` rebuilds it once per process."""
 from __future__ import annotations
 
 import dataclasses
+import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -18,6 +19,7 @@ from bench.extractors import FeatureExtractor, build_extractor
 from bench.presets import Preset
 from bench.progress import RichProgress, err_console
 from bench.store import Artefact, Store, read_json, write_json_atomic
+from bench.torchrun import Ranks
 from priors import Prior
 from vqvae import (VQVAE, CheckpointError, CodeExport, TrainConfig, decode_codes, encode_array,
                    load_backbone, load_export, save_backbone, save_export, train_vqvae)
@@ -28,7 +30,8 @@ from vqvae.train import resolve_precision, to_float
 class StageContext:
     """What every stage of one process shares: the store, the device, progress, and which
     artefacts `--force` has already rebuilt in this process (so a multi-seed run rebuilds the
-    shared stages once, not once per seed)."""
+    shared stages once, not once per seed) and, under torchrun, this process's `ranks`
+    (bench/torchrun.py: rank 0 builds and writes, the others read what it committed)."""
 
     store: Store
     device: torch.device
@@ -36,16 +39,35 @@ class StageContext:
     force: bool = False
     checkpoint_every_s: float = 60.0  # training checkpoints: seconds apart (0: every step)
     rebuilt: set[str] = dataclasses.field(default_factory=set)
+    ranks: Ranks = Ranks()  # torchrun's ranks of this run (one process: Ranks())
 
     def checkpoint(self, art: Artefact):
         return self.store.checkpoint(art, every_s=self.checkpoint_every_s)
 
-    def build(self, art: Artefact, build: Callable[[Path], None], load: Callable[[Path], Any]):
+    def build(self, art: Artefact, build: Callable[[Path], None], load: Callable[[Path], Any], *,
+              collective: bool = False):
+        """`art` from the store, built first if needed. Under torchrun rank 0 builds and
+        commits, then the others read it; a `collective` build (training in DDP) runs on every
+        rank, the others' output going to a scratch folder that is thrown away."""
         force = self.force and art.key not in self.rebuilt
-        value, built = self.store.get_or_build(art, build, load, force=force)
+        if collective and self.ranks.world > 1:
+            # rank 0 decides for all; building then means building even if another process
+            # commits the same artefact meanwhile (the ranks have started training together)
+            force = self.ranks.share(lambda: force or not self.store.exists(art),
+                                     tag=f"build? {art.label}")
+            if force and not self.ranks.lead:
+                with tempfile.TemporaryDirectory(prefix=f"bench-rank{self.ranks.rank}-") as tmp:
+                    build(Path(tmp))
+        value, built = self.ranks.lead_first(
+            lambda: self.store.get_or_build(art, build, load, force=force), tag=art.label)
         if built:
             self.rebuilt.add(art.key)
         return value, built
+
+    def alone(self) -> "StageContext":
+        """This context for what rank 0 builds by itself, no other rank waiting on it (one
+        process: the same); `rebuilt` stays shared."""
+        return dataclasses.replace(self, ranks=Ranks())
 
     def force_for(self, stage: str) -> bool:
         """Whether a stage that builds through another module (named by `stage`, unique per
@@ -56,8 +78,9 @@ class StageContext:
 
 
 def stage_data(spec: str, data_cfg: DataConfig, sc: StageContext) -> ImageDataset:
-    ds = load_dataset(spec, data_cfg, store=sc.store, force=sc.force_for(f"data|{spec}|{data_cfg}"),
-                      progress=sc.progress)
+    force = sc.force_for(f"data|{spec}|{data_cfg}")
+    ds = sc.ranks.lead_first(lambda: load_dataset(spec, data_cfg, store=sc.store, force=force,
+                                                  progress=sc.progress), tag=f"data {spec}")
     for note in ds.notes:
         err_console.print(f"[yellow]note:[/] {note}")
     return ds
@@ -76,10 +99,19 @@ def backbone_artefact(preset: Preset, ds: ImageDataset, seed: int,
                       device: torch.device) -> Artefact:
     """The key names the training precision as resolved on `device` (auto: bf16 or fp32), so
     backbones trained at different precisions are never mixed, and auto and its value agree."""
+    train = resolved_train(preset, device)
     return Artefact.of("backbones", {
         "data": ds.fingerprint, "vqvae": dataclasses.asdict(preset.vqvae),
-        "train": dataclasses.asdict(resolved_train(preset, device)), "seed": seed,
+        "train": precision_keyed(dataclasses.asdict(train), train.precision), "seed": seed,
         "max_train_images": preset.max_train_images})
+
+
+def precision_keyed(fields: dict[str, Any], resolved: str) -> dict[str, Any]:
+    """A config's fields as a cache key holds them: the configured precision (auto, which means
+    different things on different devices) replaced by the `resolved` one, and left out when
+    that is fp32, so that keys made before training precision existed (all fp32) stay valid."""
+    out = {k: v for k, v in fields.items() if k != "precision"}
+    return out if resolved == "fp32" else out | {"precision": resolved}
 
 
 def resolved_train(preset: Preset, device: torch.device) -> TrainConfig:
@@ -124,7 +156,7 @@ def stage_backbone(preset: Preset, ds: ImageDataset, seed: int,
         digest = save_backbone(model.cpu(), directory, meta)
         err_console.print(f"backbone: trained in {summary['train_wall_s']:.0f}s ({digest[:12]})")
 
-    (model, record), built = sc.build(art, build, _load_backbone)
+    (model, record), built = sc.build(art, build, _load_backbone, collective=True)
     if not built:
         err_console.print(f"backbone: cached {sc.store.dir(art)} ({record['hash'][:12]})")
     return model, record, art
@@ -178,10 +210,35 @@ def backbone_scores(model: VQVAE, ds: ImageDataset, export: CodeExport,
             counts = metrics.code_histogram(export.codes[split], export.num_codes)
             out[f"{split}_distinct_codes"] = float(metrics.distinct_codes(counts))
             out[f"{split}_code_perplexity"] = metrics.perplexity(counts)
+        if len(x) >= 2:
+            spread = metrics.spread_ratios(recon, x)
+            out["recon_spread"] = min(spread.values())
+            out["degenerate"] = degenerate_backbone(spread, int(out["test_distinct_codes"]))
         write_json_atomic(directory / "scores.json", out)
 
     scores, _ = sc.build(art, build, lambda d: read_json(d / "scores.json"))
+    if scores.get("degenerate"):
+        err_console.print(f"[red]warning:[/] the backbone's reconstructions are degenerate "
+                          f"({scores['degenerate']}): every score of this setting compares "
+                          f"near-constant images. Train another: a preset file (--preset FILE.toml) "
+                          f"with a lower [train] lr")
     return scores
+
+
+MIN_SPREAD = 0.2  # reconstructions varying less than this share of the data: degenerate
+MIN_CODES = 2  # this many distinct test codes or fewer: a degenerate codebook
+
+
+def degenerate_backbone(spread: dict[str, float], codes_used: int) -> str:
+    """Why a backbone's test reconstructions are degenerate ("" when they are not): `spread`
+    from metrics.spread_ratios (within each image, across images) against MIN_SPREAD, and the
+    distinct codes of the test split against MIN_CODES. A collapsed decoder (seen at 128 px:
+    one near-constant image for every input, recon SSIM 0.64) gives spreads near 0."""
+    reasons = [f"{name.replace('_', ' ')} spread {value:.3g} of the data's"
+               for name, value in spread.items() if value < MIN_SPREAD]
+    if codes_used <= MIN_CODES:
+        reasons.append(f"{codes_used} code(s) used")
+    return "; ".join(reasons)
 
 
 def stage_extractor(name: str, ds: ImageDataset, *, seed: int, preset: str,

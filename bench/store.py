@@ -8,6 +8,7 @@ Layout under the results root (every artefact is a folder named by its content k
     extractors/<key>/   a trained feature extractor
     scores/<key>/       small derived numbers (memorisation threshold, backbone scores)
     runs/<name>/        one scored prior run or reference row (record.json + tensors)
+    sweeps/<time-id>/   the submitit job files and logs of one `bench sweep`
     .staging/ .aside/ .partial/ .locks/   work in progress: never read as finished
 
 One key function (`artefact_key`) names everything an artefact depends on. One way to make an
@@ -337,6 +338,11 @@ class Store:
             finally:
                 lock.release()
         return removed
+
+    def new_sweep_dir(self) -> Path:
+        """A new folder name for the job files and logs of one `bench sweep` (not an artefact;
+        its executor creates it)."""
+        return self.root / "sweeps" / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
 
     def finished(self, kind: str) -> list[Path]:
         """Folders of finished artefacts of `kind` (hidden and unfinished ones never listed)."""

@@ -1,10 +1,11 @@
 """Comparison tables: records -> one row per (setting, prior), seeds pooled as mean +/- 95% CI.
 
-A setting is (data, preset, backbone, extractor, condition): rows are only compared with rows
-scored the same way. Data is the dataset's kind + fingerprint, so every spelling of one dataset
-path makes one table, shown under the dataset's short name. The ceiling rows (reference, and
-any other record that is not a prior) head each table; the backbone's own scores (recon SSIM and
-PSNR, code usage) head it as a line of their own.
+A setting is (data, preset, backbone, extractor, condition, and for runs re-scored against
+other data by `bench score`, the data their samples were trained on): rows are only compared
+with rows scored the same way. Data is the dataset's kind + fingerprint, so every spelling of
+one dataset path makes one table, shown under the dataset's short name. The ceiling rows
+(reference, and any other record that is not a prior) head each table; the backbone's own scores
+(recon SSIM and PSNR, code usage) head it as a line of their own.
 """
 
 from __future__ import annotations
@@ -42,11 +43,15 @@ BACKBONE = {"recon_ssim": "backbone recon SSIM", "recon_psnr": "backbone recon P
             "test_distinct_codes": "backbone codes used (test)",
             "train_code_perplexity": "backbone perplexity (train)",
             "test_code_perplexity": "backbone perplexity (test)"}
-SETTING = ("data", "preset", "backbone", "extractor", "condition")  # what a table is keyed by
+# what a table is keyed by; `trained_on`: "" for runs, or the data a re-scored run (`bench
+# score`) was trained on, so its rows never mix with runs trained on the data they are scored on
+SETTING = ("data", "trained_on", "preset", "backbone", "extractor", "condition")
 # setting / meta key -> its name in csv and json
 SETTING_FIELDS = {"dataset": "dataset", "data_kind": "data kind",
                   "data_fingerprint": "data fingerprint", "preset": "preset",
-                  "backbone": "backbone", "extractor": "features", "condition": "condition"}
+                  "backbone": "backbone", "extractor": "features", "condition": "condition",
+                  "trained_on_name": "samples trained on",
+                  "trained_on_fingerprint": "samples trained on fingerprint"}
 
 
 @dataclass(frozen=True)
@@ -89,9 +94,13 @@ def setting_of(r: dict[str, Any], known: dict[tuple[str, str], dict[str, str]]) 
     else:  # an old record: the spec as typed is all there is
         key, kind, fingerprint = f"spec:{r['dataset']}", r["dataset"].partition(":")[0], ""
         name = display_name(r["dataset"])
+    source = (r.get("against") or {}).get("data") or {}  # a record of `bench score`
     return {"data": key, "dataset": name, "data_kind": kind, "data_fingerprint": fingerprint,
             "preset": r["preset"], "backbone": r["backbone_hash"][:12],
-            "extractor": r["extractor"]["name"], "condition": r.get("condition", "none")}
+            "extractor": r["extractor"]["name"], "condition": r.get("condition", "none"),
+            "trained_on": f"{source['kind']}:{source['fingerprint']}" if source else "",
+            "trained_on_name": source.get("name", ""),
+            "trained_on_fingerprint": source.get("fingerprint", "")}
 
 
 def groups(recs: list[dict[str, Any]]) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
@@ -103,11 +112,14 @@ def groups(recs: list[dict[str, Any]]) -> list[tuple[dict[str, Any], list[dict[s
         setting = setting_of(r, known)
         by_key.setdefault(tuple(setting[k] for k in SETTING), (setting, []))[1].append(r)
     out = []
-    for key in sorted(by_key):
+    for key in sorted(by_key, key=lambda k: (k[1] != "", k)):  # re-scored runs last
         setting, members = by_key[key]
         backbone = next((r["backbone"] for r in members if r.get("backbone")), {})
         num_codes = next((r["num_codes"] for r in members if r.get("num_codes")), None)
-        out.append((setting | {"backbone_scores": backbone, "num_codes": num_codes}, members))
+        runs = sorted({r["against"]["run_id"] for r in members
+                       if r["kind"] == "prior" and r.get("against")})
+        out.append((setting | {"backbone_scores": backbone, "num_codes": num_codes,
+                               "source_runs": runs}, members))
     return out
 
 
@@ -173,8 +185,23 @@ Tables = list[tuple[dict[str, Any], pd.DataFrame]]  # (meta, wide table) per set
 
 def title(meta: dict[str, Any]) -> str:
     cond = "" if meta["condition"] == "none" else f", conditioned on {meta['condition']}"
-    return (f"{meta['dataset']} · preset {meta['preset']} · backbone {meta['backbone']} · "
+    return (f"{scored_on(meta)} · preset {meta['preset']} · backbone {meta['backbone']} · "
             f"features {meta['extractor']}{cond}")
+
+
+def scored_on(meta: dict[str, Any]) -> str:
+    """The dataset a table scores on; for re-scored runs (`bench score`), also the run the
+    samples come from and the data it was trained on (fingerprints added if the names clash)."""
+    if not meta.get("trained_on"):
+        return meta["dataset"]
+    data, source = meta["dataset"], meta["trained_on_name"]
+    if data == source:
+        data = f"{data} [{meta['data_fingerprint'][:8]}]"
+        source = f"{source} [{meta['trained_on_fingerprint'][:8]}]"
+    runs = meta.get("source_runs") or []
+    which = f"run {runs[0]}" if len(runs) == 1 else f"{len(runs)} runs"
+    return (f"{data} test split, samples of {which} trained on {source} (memorised: the run's "
+            f"own score, against its training set)")
 
 
 def backbone_line(meta: dict[str, Any]) -> str:

@@ -15,10 +15,12 @@ from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Any, Callable, ClassVar, Iterator, Protocol
+from typing import Any, Callable, ClassVar, Iterator
 
 import torch
 from torch import Tensor
+
+from trainkit import Checkpoint, NullCheckpoint, NullProgress, Progress  # noqa: F401  (the contract's)
 
 ENTRY_POINT_GROUP = "bench.priors"
 PRESETS = ("tiny", "quick", "standard", "full")  # tiny: tests; quick, standard: 2 CPU cores; full: a GPU
@@ -56,47 +58,6 @@ class CodeSet:
     @property
     def grid(self) -> tuple[int, int]:
         return (self.codes.shape[1], self.codes.shape[2])
-
-
-class Progress(Protocol):
-    """What `fit` may report to. `bench` passes a rich-backed one; tests pass `NullProgress`."""
-
-    def start(self, description: str, total: int | None) -> None: ...
-    def advance(self, n: int = 1, **metrics: float) -> None: ...
-    def stop(self) -> None: ...
-
-
-class NullProgress:
-    def start(self, description: str, total: int | None) -> None:
-        pass
-
-    def advance(self, n: int = 1, **metrics: float) -> None:
-        pass
-
-    def stop(self) -> None:
-        pass
-
-
-class Checkpoint(Protocol):
-    """Where a fit keeps its resumable training state. `bench` passes one backed by its
-    artefact store; `NullCheckpoint` (the default) never saves. Under torch.distributed only
-    rank 0 calls it: every rank holds the same state at a step boundary."""
-
-    def load(self) -> dict[str, Any] | None: ...  # last saved training state, or None: start fresh
-    def save(self, state: dict[str, Any]) -> None: ...  # atomic; round-trips through torch.save /
-    # torch.load(weights_only=True): tensors, numbers, strings, None, lists, tuples and dicts
-    def due(self, step: int) -> bool: ...  # save now, after `step` finished steps?
-
-
-class NullCheckpoint:
-    def load(self) -> dict[str, Any] | None:
-        return None
-
-    def save(self, state: dict[str, Any]) -> None:
-        pass
-
-    def due(self, step: int) -> bool:
-        return False
 
 
 def accepts_checkpoint(prior: "type[Prior] | Prior") -> bool:
@@ -169,6 +130,11 @@ class Prior(ABC):
     def uses_labels(self) -> bool:
         """True when this prior conditions on class labels (unconditional priors ignore them)."""
         return self.conditional and self.num_classes > 0
+
+    def training_precision(self) -> str:
+        """'fp32' or 'bf16': what `fit` trains in on this prior's device (a run's cache key
+        names it). Priors without a precision setting train in fp32."""
+        return "fp32"
 
     def check_codes(self, codes: Tensor) -> Tensor:
         """(N, h, w) int64 codes in [0, K) on this prior's grid, moved to `self.device`."""

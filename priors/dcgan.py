@@ -21,7 +21,8 @@ from torch.nn.utils.parametrizations import spectral_norm
 from priors.base import (Checkpoint, CodeSet, NullCheckpoint, Prior, PriorError, Progress,
                          check_preset, gumbel_argmax, register_prior, require, require_positive,
                          seeded, step_budget)
-from priors.training import FitLoop, Shard, data_parallel
+from priors.training import FitLoop, Shard
+from trainkit import data_parallel
 
 
 def hard_gumbel_softmax(logits: Tensor, tau: float, shard: Shard) -> Tensor:

@@ -80,6 +80,8 @@ class MaskGITNet(nn.Module):
 @register_prior("maskgit")
 class MaskGITPrior(NetPrior):
     conditional = True
+    cpu_bf16_from_positions = 1024  # measured: 0.89x the fp32 steps/s on 16x16 grids (quick),
+    # 1.45x on 32x32 (standard) (README: Training precision)
 
     @dataclass(frozen=True)
     class Config(FitConfig):

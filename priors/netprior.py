@@ -19,7 +19,8 @@ from torch import Tensor, nn
 
 from priors.base import (Checkpoint, CodeSet, NullCheckpoint, Prior, PriorError, Progress,
                          require, seeded, step_budget)
-from priors.training import PRECISIONS, FitLoop, Shard, data_parallel, resolve_precision
+from priors.training import FitLoop, Shard
+from trainkit import PRECISIONS, data_parallel, resolve_precision, train_autocast
 
 
 @dataclass(frozen=True)
@@ -55,9 +56,10 @@ class FitConfig:
 class NetPrior(Prior):
     """A prior whose whole state is one `nn.Module`, trained by `fit` on `train_loss`."""
 
-    # what precision "auto" trains in on a CPU with native bf16: "bf16" only where measured
-    # faster at the same test bits/code (README, Training precision)
-    cpu_auto_precision: ClassVar[str] = "fp32"
+    # "auto" on a CPU with native bf16 trains in bf16 from grids of this many positions up,
+    # fp32 below: set only where measured faster at the same test bits/code (README, Training
+    # precision); the default, never, keeps a prior that was not measured in fp32
+    cpu_bf16_from_positions: ClassVar[float] = math.inf
 
     def __init__(self, config, *, num_codes: int, grid: tuple[int, int], num_classes: int = 0,
                  codebook: Tensor | None = None, device: torch.device | str = "cpu") -> None:
@@ -122,8 +124,9 @@ class NetPrior(Prior):
 
     def training_precision(self) -> str:
         """'fp32' or 'bf16': what `fit` trains in on this prior's device."""
-        return resolve_precision(self.config.precision, self.device,
-                                 cpu_auto=type(self).cpu_auto_precision)
+        positions = self.grid[0] * self.grid[1]
+        cpu_auto = "bf16" if positions >= type(self).cpu_bf16_from_positions else "fp32"
+        return resolve_precision(self.config.precision, self.device, cpu_auto=cpu_auto)
 
     def _end_epoch(self, val: CodeSet, loop: FitLoop, run: dict[str, Any], epoch: int) -> None:
         """Score val (on every rank, all of it: the same number whatever the world size);
@@ -139,7 +142,7 @@ class NetPrior(Prior):
     def _step(self, opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LambdaLR,
               codes: Tensor, labels: Tensor | None, *, model: nn.Module, loop: FitLoop,
               shard: Shard, precision: str) -> float:
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        with train_autocast(self.device, precision):
             loss = loop.mean(self.train_loss(codes, labels, model=model, shard=shard), shard)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -20,91 +20,9 @@ from typing import Any, Iterator, NamedTuple
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
-from torch.nn.parallel import DistributedDataParallel
 
-from priors.base import Checkpoint, NullCheckpoint, Progress, epoch_count
-
-
-def rank_world() -> tuple[int, int]:
-    """(rank, world size) of the initialised torch.distributed group; (0, 1) without one."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def data_parallel(net: nn.Module) -> nn.Module:
-    """`net` in DistributedDataParallel under torch.distributed (its parameters, already on
-    their device, are broadcast from rank 0), else `net` itself."""
-    return DistributedDataParallel(net) if rank_world()[1] > 1 else net
-
-
-PRECISIONS = ("fp32", "bf16", "auto")  # training precisions; `resolve_precision` maps auto
-
-
-def native_bf16_cpu() -> bool:
-    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX tiles): the CPUs on which
-    bf16 autocast is a speed-up rather than an emulation. (vqvae.train's twin: the libraries
-    do not import each other.)"""
-    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
-
-
-def resolve_precision(precision: str, device: torch.device, *, cpu_auto: str = "bf16") -> str:
-    """'fp32' or 'bf16': `precision` (one of PRECISIONS) as it runs on `device`. auto is bf16
-    on CUDA, `cpu_auto` on a CPU with native bf16 (a net's measured choice), fp32 on other CPUs;
-    bf16 asked for on a CPU without native bf16 is an error."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    native = device.type == "cuda" or (device.type == "cpu" and native_bf16_cpu())
-    if precision == "auto":
-        if not native:
-            return "fp32"
-        return cpu_auto if device.type == "cpu" else "bf16"
-    if precision == "bf16" and not native:
-        raise ValueError(f"precision 'bf16' asked for, but this {device.type} has no native bf16 "
-                         f"(AVX512-BF16 or AMX); use precision fp32 or auto")
-    return precision
-
-
-def cpu_copy(obj: Any) -> Any:
-    """Tensors in nested dicts / lists / tuples copied to the CPU, detached: a state that
-    later steps cannot change and that loads on any rank's device."""
-    if isinstance(obj, Tensor):
-        return obj.detach().to("cpu", copy=True)
-    if isinstance(obj, dict):
-        return {k: cpu_copy(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(cpu_copy(v) for v in obj)
-    return obj
-
-
-class EpochOrder:
-    """One permutation of range(n) per epoch, drawn from `generator`, cut into `per_epoch`
-    batches of `batch_size` (the last may be short); steps are asked for in increasing order.
-    Its state is the generator before the current epoch's permutation and the permutations
-    drawn, so a restored order redraws that permutation and continues mid-epoch."""
-
-    def __init__(self, n: int, batch_size: int, per_epoch: int,
-                 generator: torch.Generator) -> None:
-        self.n, self.batch_size, self.per_epoch = n, batch_size, per_epoch
-        self.generator = generator
-        self.drawn, self.before = 0, generator.get_state()
-        self.perm = torch.empty(0, dtype=torch.int64)
-
-    def batch(self, step: int) -> Tensor:  # (<= batch_size,) int64 rows, CPU
-        epoch, i = divmod(step, self.per_epoch)
-        while self.drawn <= epoch:
-            self.before = self.generator.get_state()
-            self.perm = torch.randperm(self.n, generator=self.generator)
-            self.drawn += 1
-        return self.perm[i * self.batch_size:(i + 1) * self.batch_size]
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"generator": self.before, "drawn": self.drawn}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.generator.set_state(state["generator"])
-        self.before, self.drawn = state["generator"], max(0, state["drawn"] - 1)
+from priors.base import epoch_count
+from trainkit import Checkpoint, EpochOrder, NullCheckpoint, Progress, cpu_copy, from_rank0, rank_world
 
 
 class Shard(NamedTuple):
@@ -139,11 +57,7 @@ class FitLoop:
         checkpoint if there is one, start the progress bar (one tick per epoch) at the epochs
         done, and return the fit's running values: `extra`, or the saved ones."""
         self.parts, self.extra = parts, extra
-        state = self.checkpoint.load()
-        if self.world > 1:
-            box = [state]
-            dist.broadcast_object_list(box, src=0)
-            state = box[0]
+        state = from_rank0(self.checkpoint.load())
         if state is not None:
             self._restore(state)
             description += f" (resumed at step {self.step})"

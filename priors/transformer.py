@@ -139,6 +139,8 @@ class KVCacheStepper:
 @register_prior("transformer")
 class TransformerPrior(AutoregressivePrior):
     conditional = True
+    cpu_bf16_from_positions = 1024  # measured: 0.95x the fp32 steps/s on 16x16 grids (quick),
+    # 1.48x on 32x32 (standard) (README: Training precision)
 
     @dataclass(frozen=True)
     class Config(FitConfig):

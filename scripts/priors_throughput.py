@@ -1,5 +1,6 @@
 """Prior throughput at a preset's configs: seconds for N fit steps and for sampling 256 grids
-(random codes: 32x32, K=512 at `full`). Usage: python scripts/priors_throughput.py [PRESET] [STEPS]"""
+(random codes: 32x32, K=512 at `full`, else 4x4, K=16, unless SIDE and K are given).
+Usage: python scripts/priors_throughput.py [PRESET] [STEPS] [SIDE K]"""
 import dataclasses, json, os, sys, time
 import torch
 import priors
@@ -9,6 +10,8 @@ preset = sys.argv[1] if len(sys.argv) > 1 else "full"
 steps = int(sys.argv[2]) if len(sys.argv) > 2 else 200
 dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 side, K = (32, 512) if preset == "full" else (4, 16)
+if len(sys.argv) > 4:
+    side, K = int(sys.argv[3]), int(sys.argv[4])
 g = torch.Generator().manual_seed(0)
 train = CodeSet(torch.randint(0, K, (2048, side, side), generator=g), K)
 val = CodeSet(torch.randint(0, K, (128, side, side), generator=g), K)

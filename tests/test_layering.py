@@ -1,5 +1,6 @@
 """Layering: `priors` and `vqvae` are libraries; they import nothing from `bench` and not each
-other. Every import statement counts, also one inside a function, and so does a string given to
+other, and `trainkit` (what both training loops share) imports none of the three.
+Every import statement counts, also one inside a function, and so does a string given to
 `importlib.import_module` or `__import__`."""
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-FORBIDDEN = {"priors": {"bench", "vqvae"}, "vqvae": {"bench", "priors"}}
+FORBIDDEN = {"priors": {"bench", "vqvae"}, "vqvae": {"bench", "priors"},
+             "trainkit": {"bench", "priors", "vqvae"}}
 OUTSIDE = "<outside the package>"  # what a relative import above the top level resolves to
 
 

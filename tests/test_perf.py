@@ -13,8 +13,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-import priors.training
-import vqvae.train
+import trainkit
 from bench import perf, perf_precision
 from bench.cli_perf import perf_app
 from bench.errors import BenchError
@@ -229,7 +228,7 @@ def test_monai_is_sized_like_our_backbone(preset):
 
 def test_run_grids_option_and_bench_runs_batch():
     from bench.cli_perf import sized
-    from bench.run import SAMPLE_BATCH
+    from bench.sampling import SAMPLE_BATCH
     assert perf_sizes("quick").run_batch == perf_sizes("full").run_batch == SAMPLE_BATCH
     assert sized("quick", None, None, None, "none").run_grids == ()
     quick = sized("quick", "8", None, None, "16,24")
@@ -237,7 +236,7 @@ def test_run_grids_option_and_bench_runs_batch():
 
 
 def test_precision_section_times_fp32_and_bf16_side_by_side(tmp_path, monkeypatch):
-    for module in (perf_precision, vqvae.train, priors.training):  # any CPU can autocast
+    for module in (perf_precision, trainkit):  # any CPU can autocast
         monkeypatch.setattr(module, "native_bf16_cpu", lambda: True)
     out = tmp_path / "p.json"
     result = CliRunner().invoke(perf_app, ["--preset", "tiny", "--device", "cpu", "--sections",

@@ -1,6 +1,6 @@
 """Training precision: fp32 | bf16 | auto in the backbone's and the priors' configs, preset files
 and `bench run --precision`; bf16 autocast on CPU keeps the quantizer in fp32; auto and the
-backbone's cache key. CPU bf16 support is patched where a test needs one answer on any CPU."""
+backbone's cache key. CPU bf16 support (`trainkit.native_bf16_cpu`) is patched where a test needs one answer on any CPU."""
 
 import dataclasses
 import json
@@ -13,29 +13,24 @@ import torch
 from typer.testing import CliRunner
 
 import priors
-import priors.training
-import vqvae.train
+import trainkit
+import vqvae
 from bench.cli import app
 from bench.errors import BenchError
 from bench.presets import get_preset, load_preset
-from bench.stages import backbone_artefact, check_precision
+from bench.run import RunConfig, run_artefact
+from bench.stages import backbone_artefact, check_precision, precision_keyed
+from bench.store import Artefact
 from priors import CodeSet, NullProgress
-from priors.netprior import FitConfig
+from priors.netprior import FitConfig, NetPrior
 from vqvae import VQVAE, TrainConfig, VQVAEConfig, train_vqvae
 
 TINY = VQVAEConfig(hidden=16, res_blocks=1, res_hidden=8, num_codes=16, code_dim=8)
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")  # a device object needs no GPU
 
 
-@pytest.fixture(params=[vqvae.train, priors.training], ids=["vqvae", "priors"])
-def twin(request):
-    """Each library's resolve_precision (the libraries do not import each other)."""
-    return request.param
-
-
 def native(monkeypatch, value: bool) -> None:
-    for module in (vqvae.train, priors.training):
-        monkeypatch.setattr(module, "native_bf16_cpu", lambda: value)
+    monkeypatch.setattr(trainkit, "native_bf16_cpu", lambda: value)
 
 
 def test_bad_precision_values_fail_in_one_line_naming_the_choices():
@@ -47,31 +42,46 @@ def test_bad_precision_values_fail_in_one_line_naming_the_choices():
         get_preset("tiny").with_precision("fp16")
 
 
-def test_auto_is_bf16_on_cuda_and_on_a_cpu_with_native_bf16(twin, monkeypatch):
+def test_auto_is_bf16_on_cuda_and_on_a_cpu_with_native_bf16(monkeypatch):
     native(monkeypatch, True)
-    assert twin.resolve_precision("auto", CPU) == "bf16"
+    assert trainkit.resolve_precision("auto", CPU) == "bf16"
     native(monkeypatch, False)
-    assert twin.resolve_precision("auto", CPU) == "fp32"
-    assert twin.resolve_precision("auto", CUDA) == "bf16"
-    assert twin.resolve_precision("fp32", CPU) == "fp32"
+    assert trainkit.resolve_precision("auto", CPU) == "fp32"
+    assert trainkit.resolve_precision("auto", CUDA) == "bf16"
+    assert trainkit.resolve_precision("fp32", CPU) == "fp32"
     with pytest.raises(ValueError, match="precision 'bf16' asked for, but this cpu has no native"):
-        twin.resolve_precision("bf16", CPU)
+        trainkit.resolve_precision("bf16", CPU)
     with pytest.raises(ValueError, match="precision must be one of"):
-        twin.resolve_precision("fp64", CPU)
+        trainkit.resolve_precision("fp64", CPU)
 
 
 def test_auto_on_a_native_cpu_is_each_prior_class_measured_choice(monkeypatch):
     native(monkeypatch, True)
-    assert priors.training.resolve_precision("auto", CPU, cpu_auto="fp32") == "fp32"
-    assert priors.training.resolve_precision("auto", CUDA, cpu_auto="fp32") == "bf16"
-    make = lambda name: priors.get_prior(name)(priors.get_prior(name).preset("tiny"),  # noqa: E731
-                                               num_codes=8, grid=(4, 4))
-    chosen = {name: make(name).training_precision()
-              for name in ("pixelcnn", "gated-pixelcnn", "transformer", "maskgit")}
-    assert chosen == {name: priors.get_prior(name).cpu_auto_precision for name in chosen}
-    assert chosen["pixelcnn"] == "bf16" and chosen["maskgit"] == "fp32"
+    assert trainkit.resolve_precision("auto", CPU, cpu_auto="fp32") == "fp32"
+    assert trainkit.resolve_precision("auto", CUDA, cpu_auto="fp32") == "bf16"
+
+    def chosen(side: int) -> dict[str, str]:
+        names = ("pixelcnn", "gated-pixelcnn", "transformer", "maskgit")
+        return {name: priors.get_prior(name)(priors.get_prior(name).preset("tiny"), num_codes=8,
+                                             grid=(side, side)).training_precision()
+                for name in names}
+
+    # as measured: the PixelCNNs gain at every size, the attention priors from 32x32 grids
+    assert chosen(16) == {"pixelcnn": "bf16", "gated-pixelcnn": "bf16", "transformer": "fp32",
+                          "maskgit": "fp32"}
+    assert set(chosen(32).values()) == {"bf16"}
     native(monkeypatch, False)
-    assert make("pixelcnn").training_precision() == "fp32"
+    assert set(chosen(32).values()) == {"fp32"}
+
+
+def test_a_prior_that_was_not_measured_trains_in_fp32_under_auto(monkeypatch):
+    native(monkeypatch, True)
+
+    class Unmeasured(priors.get_prior("pixelcnn")):
+        cpu_bf16_from_positions = NetPrior.cpu_bf16_from_positions
+
+    prior = Unmeasured(Unmeasured.preset("tiny"), num_codes=8, grid=(64, 64))
+    assert prior.training_precision() == "fp32"
 
 
 def test_a_bf16_backbone_step_on_cpu_keeps_the_quantizer_in_fp32(monkeypatch):
@@ -115,7 +125,8 @@ def test_with_precision_sets_the_backbone_and_every_network_prior():
     tiny = get_preset("tiny")
     assert tiny.with_precision(None) is tiny
     bf16 = tiny.with_precision("bf16")
-    assert bf16.train.precision == "bf16" and bf16.content_hash != tiny.content_hash
+    assert bf16.train.precision == "bf16"
+    assert bf16.content_hash == tiny.content_hash  # precision is keyed as resolved, not as set
     for name in ("pixelcnn", "transformer", "maskgit", "gated-pixelcnn"):
         assert bf16.prior_config(priors.get_prior(name)).precision == "bf16"
     assert bf16.prior_config(priors.get_prior("uniform")) == tiny.prior_config(
@@ -135,6 +146,35 @@ def test_a_preset_file_sets_precisions_and_a_bad_one_names_its_key():
 def test_the_backbone_key_names_the_resolved_precision(monkeypatch):
     ds, tiny = SimpleNamespace(fingerprint="f"), get_preset("tiny")
     key = lambda p: backbone_artefact(tiny.with_precision(p), ds, 0, CPU).key  # noqa: E731
+    native(monkeypatch, True)
+    assert key("auto") == key("bf16") != key("fp32")
+    native(monkeypatch, False)
+    assert key("auto") == key("fp32")
+
+
+def test_fp32_keys_are_the_keys_made_before_precision_existed():
+    """A backbone or run trained in fp32 keeps the cache key it had before the precision field
+    (results folders made then are still found); any other precision is named in the key."""
+    fields = {"epochs": 2, "lr": 0.1, "precision": "auto"}
+    assert precision_keyed(fields, "fp32") == {"epochs": 2, "lr": 0.1}
+    assert precision_keyed(fields, "bf16") == {"epochs": 2, "lr": 0.1, "precision": "bf16"}
+    ds, tiny = SimpleNamespace(fingerprint="f"), get_preset("tiny").with_precision("fp32")
+    train = {k: v for k, v in dataclasses.asdict(tiny.train).items() if k != "precision"}
+    before = Artefact.of("backbones", {"data": "f", "vqvae": dataclasses.asdict(tiny.vqvae),
+                                       "train": train, "seed": 0,
+                                       "max_train_images": tiny.max_train_images})
+    assert backbone_artefact(tiny, ds, 0, CPU).key == before.key
+
+
+def test_a_run_key_names_the_prior_precision_as_resolved(monkeypatch):
+    tiny, export = get_preset("tiny"), SimpleNamespace(export_hash="e")
+    cls = priors.get_prior("pixelcnn")
+
+    def key(precision: str) -> str:
+        prior = cls(tiny.with_precision(precision).prior_config(cls), num_codes=8, grid=(4, 4))
+        cfg = RunConfig(prior="pixelcnn", precision=precision)
+        return run_artefact(cfg, tiny, prior, export, "x", 10).key
+
     native(monkeypatch, True)
     assert key("auto") == key("bf16") != key("fp32")
     native(monkeypatch, False)

@@ -8,8 +8,7 @@ import pytest
 import torch
 
 import priors
-import priors.training
-import vqvae.train
+import trainkit
 from bench.extractors import mri
 from bench.extractors.mri import train_encoder
 from priors import CodeSet, accepts_checkpoint, get_prior
@@ -22,7 +21,7 @@ K, GRID = 12, (4, 4)
 TRAINED_PRIORS = [n for n in priors.available_priors() if accepts_checkpoint(get_prior(n))]
 STEPS = 6  # 20 grids in batches of 8 (tiny presets): 3 steps per epoch, the last short; 2 epochs
 
-EPOCH_ORDERS = [priors.training.EpochOrder, vqvae.train.EpochOrder]  # one per library
+EPOCH_ORDERS = [trainkit.EpochOrder]  # the one both libraries train with
 
 
 def codes(n: int, seed: int) -> CodeSet:

@@ -50,6 +50,18 @@ def test_classes_too_small_for_per_class_scores_are_skipped():
     assert "fd[AD]" in scores and "fd[NC]" not in scores
 
 
+def test_a_context_without_training_images_scores_everything_but_memorisation():
+    test = images(64, 0)
+    with_train, _ = context(32, None)
+    without, rest = make_context(test, None, None, torch.zeros(4, 4, 4, dtype=torch.long), 8,
+                                 PixelFeatures(), (), n=32, seed=0)
+    assert without.train is None and len(rest) == 32
+    full = score_samples(samples(32, None), with_train, seed=0)
+    scores = score_samples(samples(32, None), without, seed=0)
+    assert "memorisation" not in scores
+    assert scores == {k: v for k, v in full.items() if k != "memorisation"}
+
+
 def test_memorisation_threshold_is_cached_by_image_content(tmp_path, monkeypatch):
     from bench import metrics, scoring
     train, real = (torch.from_numpy(images(n, s)).unsqueeze(1).float() / 255 for n, s in ((20, 1), (8, 0)))

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from bench.errors import BenchError
-from bench import run as bench_run
+from bench import sampling
 from bench.validate import PriorOutputError, check_log_prob, check_samples, preflight
 from priors import CodeSet, NullProgress
 
@@ -75,6 +75,6 @@ def test_every_batch_is_checked_after_the_fit(broken_plugins):
     preflight(prior, split.codes, None)
     prior.fit(split, split, seed=0, progress=NullProgress())
     with pytest.raises(PriorOutputError, match="sample returned codes in"):
-        bench_run.sample_prior(prior, 7, seed=0, labels=None, batch=4)
+        sampling.sample_prior(prior, 7, seed=0, labels=None, batch=4)
     with pytest.raises(PriorOutputError, match="log_prob returned positive values"):
-        bench_run.bits_per_code_on(prior, split, batch=4)
+        sampling.bits_per_code_on(prior, split, batch=4)

@@ -10,6 +10,7 @@ from vqvae import (VQVAE, CheckpointError, TrainConfig, VQVAEConfig, backbone_ha
                    encode_array, load_backbone, load_export, save_backbone, save_export,
                    train_vqvae)
 from priors import NullProgress
+from vqvae.train import one_cycle
 
 SMALL = VQVAEConfig(hidden=16, res_blocks=1, res_hidden=8, num_codes=16, code_dim=8)
 
@@ -97,6 +98,19 @@ def test_the_last_step_runs_at_lr_times_final_lr_frac(final_lr_frac):
                           progress=NullProgress())
     assert summary["steps"] == 6
     assert summary["final_lr"] == pytest.approx(1e-3 * final_lr_frac, rel=1e-9)
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3, 19, 20, 21, 40])
+def test_every_step_count_has_a_valid_schedule(steps):
+    """OneCycleLR divided by zero when 5% of the steps was exactly one step (20 steps)."""
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+    sched = one_cycle(opt, TrainConfig(lr=1e-3), steps)
+    lrs = []
+    for _ in range(steps):
+        lrs.append(sched.get_last_lr()[0])
+        opt.step()
+        sched.step()
+    assert max(lrs) <= 1e-3 * (1 + 1e-9) and min(lrs) > 0
 
 
 def test_train_seed_draws_init_batch_order_and_restarts_without_the_global_rng():

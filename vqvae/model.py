@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vqvae.distributed import all_reduce_sum_, gather_rows
+from trainkit import all_reduce_sum_, gather_rows
 
 RESTART_EVERY = 10  # EMA updates between dead-code checks (each check syncs with the host)
 DEAD_BELOW = 1.0  # EMA assignments per update under which a code counts as dead

@@ -4,45 +4,17 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vqvae.distributed import all_reduce_sum_, cpu_copy, data_parallel, from_rank0, rank_world
+from trainkit import (PRECISIONS, Checkpoint, EpochOrder, NullCheckpoint, Progress,
+                      all_reduce_sum_, cpu_copy, data_parallel, from_rank0, rank_world,
+                      resolve_precision, train_autocast)
 from vqvae.model import VQVAE
-
-
-class Progress(Protocol):
-    def start(self, description: str, total: int | None) -> None: ...
-    def advance(self, n: int = 1, **metrics: float) -> None: ...
-    def stop(self) -> None: ...
-
-
-class Checkpoint(Protocol):
-    """Where a training loop keeps its resumable state (`priors.base.Checkpoint`'s twin: the
-    libraries do not import each other). Under torch.distributed only rank 0 calls it."""
-
-    def load(self) -> dict[str, Any] | None: ...  # last saved training state, or None: start fresh
-    def save(self, state: dict[str, Any]) -> None: ...  # atomic; round-trips through torch.save /
-    # torch.load(weights_only=True): tensors, numbers, strings, None, lists, tuples and dicts
-    def due(self, step: int) -> bool: ...  # save now, after `step` finished steps?
-
-
-class NullCheckpoint:
-    def load(self) -> dict[str, Any] | None:
-        return None
-
-    def save(self, state: dict[str, Any]) -> None:
-        pass
-
-    def due(self, step: int) -> bool:
-        return False
-
-
-PRECISIONS = ("fp32", "bf16", "auto")  # training precisions; `resolve_precision` maps auto
 
 
 @dataclass(frozen=True)
@@ -77,32 +49,6 @@ def to_float(images: np.ndarray, device: torch.device) -> Tensor:
         arr = arr.copy()
     x = torch.from_numpy(arr).to(device, non_blocking=True)
     return x.unsqueeze(1).float().div_(255.0)
-
-
-def native_bf16_cpu() -> bool:
-    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX tiles): the CPUs on which
-    bf16 autocast is a speed-up rather than an emulation."""
-    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """'fp32' or 'bf16': `precision` (one of PRECISIONS) as it runs on `device`. auto is bf16
-    on CUDA and on a CPU with native bf16; bf16 asked for on a CPU without it is an error."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    native = device.type == "cuda" or (device.type == "cpu" and native_bf16_cpu())
-    if precision == "auto":
-        return "bf16" if native else "fp32"
-    if precision == "bf16" and not native:
-        raise ValueError(f"precision 'bf16' asked for, but this {device.type} has no native bf16 "
-                         f"(AVX512-BF16 or AMX); use precision fp32 or auto")
-    return precision
-
-
-def train_autocast(device: torch.device, precision: str):
-    """bf16 autocast on `device` for a resolved precision 'bf16'; nothing for 'fp32'."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def inference_autocast(device: torch.device):
@@ -172,12 +118,14 @@ def _optimiser(model: VQVAE, cfg: TrainConfig, total_steps: int) -> tuple[Any, A
 
 def one_cycle(opt: torch.optim.Optimizer, cfg: TrainConfig,
               total_steps: int) -> torch.optim.lr_scheduler.OneCycleLR:
-    """lr: warm-up from lr/25 over the first 5% of steps, cosine decay to lr * final_lr_frac at
+    """lr: warm-up from lr/25 over the first 5% of steps (at least 2 steps), cosine decay to lr * final_lr_frac at
     the last step (OneCycleLR ends at its initial lr / final_div_factor). AdamW's beta1 moves
     the other way, 0.95 -> 0.85 -> 0.95 (OneCycleLR's momentum cycle)."""
     div = 25.0
+    # warm-up of >= 2 steps: OneCycleLR divides by (warm-up steps - 1), zero at 20 steps and 5%
+    warmup = 0.05 if total_steps < 3 else max(0.05, 2.0 / total_steps)
     return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total_steps,
-                                               pct_start=0.05, div_factor=div,
+                                               pct_start=warmup, div_factor=div,
                                                final_div_factor=1 / (div * cfg.final_lr_frac))
 
 
@@ -202,35 +150,6 @@ def _train_step(net: nn.Module, opt: torch.optim.Optimizer, sched: Any, x: Tenso
 
 
 # -- resumable loops (the backbone's here, the mri extractor's in bench) ------------------------
-
-
-class EpochOrder:
-    """One permutation of range(n) per epoch, drawn from `generator`, cut into `per_epoch`
-    batches of `batch_size`; steps are asked for in increasing order. Its state is the
-    generator before the current epoch's permutation and the permutations drawn, so a restored
-    order redraws that permutation and continues mid-epoch."""
-
-    def __init__(self, n: int, batch_size: int, per_epoch: int,
-                 generator: torch.Generator) -> None:
-        self.n, self.batch_size, self.per_epoch = n, batch_size, per_epoch
-        self.generator = generator
-        self.drawn, self.before = 0, generator.get_state()
-        self.perm = torch.empty(0, dtype=torch.int64)
-
-    def batch(self, step: int) -> Tensor:  # (batch_size,) int64 rows, CPU
-        epoch, i = divmod(step, self.per_epoch)
-        while self.drawn <= epoch:
-            self.before = self.generator.get_state()
-            self.perm = torch.randperm(self.n, generator=self.generator)
-            self.drawn += 1
-        return self.perm[i * self.batch_size:(i + 1) * self.batch_size]
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"generator": self.before, "drawn": self.drawn}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.generator.set_state(state["generator"])
-        self.before, self.drawn = state["generator"], max(0, state["drawn"] - 1)
 
 
 @dataclass

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.errors import BenchError
+from bench.errors import ArtefactError, BenchError
 from bench.extractors.base import FeatureExtractor
 from bench.store import Store
 
@@ -49,4 +49,25 @@ def build_extractor(name: str, *, train_images: np.ndarray, device: torch.device
     return build_inception(device=device, weights_path=weights_path)
 
 
-__all__ = ["EXTRACTORS", "FeatureExtractor", "build_extractor", "check_extractor"]
+def stored_extractor(name: str, extractor_id: str, *, store: Store, device: torch.device,
+                     weights_path: Path | None = None) -> FeatureExtractor:
+    """The frozen extractor a record names (`name`, `extractor_id`), never retrained: `mri`
+    from the store, `inception` from its weights file, whose hash must give the same id."""
+    check_extractor(name, weights_path if name == "inception" else None)
+    match name:
+        case "mri":
+            from bench.extractors.mri import find_stored_mri
+            found = find_stored_mri(store, extractor_id, device)
+        case _:
+            from bench.extractors.inception import build_inception
+            found = build_inception(device=device, weights_path=weights_path)
+            found = found if found.id == extractor_id else None
+    if found is None:
+        where = store.root / "extractors" if name == "mri" else "the weights file given"
+        raise ArtefactError(f"the {name} feature extractor {extractor_id} that scored the run is "
+                            f"not in {where}; scores with other features would not compare")
+    return found
+
+
+__all__ = ["EXTRACTORS", "FeatureExtractor", "build_extractor", "check_extractor",
+           "stored_extractor"]

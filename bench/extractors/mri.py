@@ -147,11 +147,16 @@ class MriExtractor(FeatureExtractor):
 
     def __init__(self, model: Encoder, cfg: MriConfig, weights_hash: str, device: torch.device) -> None:
         self.model, self.cfg, self.device = model.to(device).eval(), cfg, device
-        self.id = f"mri-{weights_hash[:16]}"
+        self.id = mri_id(weights_hash)
         self.dim = cfg.dim
 
     def _embed(self, x: Tensor) -> Tensor:
         return self.model(x.float())
+
+
+def mri_id(weights_hash: str) -> str:
+    """The id records name an mri extractor by: its weights hash, shortened."""
+    return f"mri-{weights_hash[:16]}"
 
 
 def _images_hash(images: np.ndarray) -> str:
@@ -207,3 +212,23 @@ def build_mri(*, train_images: np.ndarray, store: Store, device: torch.device, s
 
     extractor, _ = store.get_or_build(art, build, lambda d: _load(d, cfg, device), force=force)
     return extractor
+
+
+def find_stored_mri(store: Store, extractor_id: str, device: torch.device) -> MriExtractor | None:
+    """The stored encoder a record names by `extractor_id` (verified), never retrained; None
+    when the store holds no such encoder."""
+    for directory in store.finished("extractors"):
+        try:
+            info = read_json(directory / "extractor.json")
+        except ArtefactError:
+            continue  # not an mri extractor's folder
+        if mri_id(str(info.get("weights_hash"))) != extractor_id:
+            continue
+        store.verify_dir(directory)
+        try:
+            cfg = MriConfig(**info["config"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise ArtefactError(f"stored mri extractor {directory} has an unusable config "
+                                f"({e}); it was written by another version of bench") from None
+        return _load(directory, cfg, device)
+    return None

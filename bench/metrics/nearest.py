@@ -255,7 +255,10 @@ def _search(queries: Tensor, refs: Tensor, floor: Callable[[Tensor], Tensor], *,
             stop_above: bool, degree: int) -> Nearest:
     """Best exact SSIM per query among refs, scoring candidates in order of their bound, wave
     by wave, until no candidate's bound reaches max(best so far, floor(best)) - TOL; with
-    `stop_above`, a query also stops once a score is above its floor (then it is not its max)."""
+    `stop_above`, a query also stops once a score is above its floor (then it is not its max).
+    Runs on the CPU whatever the inputs' device (its buffers and band filters are CPU-tuned);
+    the results are CPU tensors."""
+    queries, refs = queries.cpu(), refs.cpu()
     pairs = _Pairs(queries, refs, degree)
     total = pairs.bounds.sum(0)  # (Nq, Nr)
     order = total.argsort(1, descending=True)

@@ -22,8 +22,9 @@ A preset is a TOML file. The built-in ones (tiny, quick, standard, full) ship in
 
 `bench run --precision P` replaces every training precision of a preset (`with_precision`).
 auto trains in bf16 autocast on CUDA; on CPUs with native bf16 (AVX512-BF16 or AMX) the backbone
-does too and each network prior follows its class's `cpu_auto_precision`; other CPUs train in
-fp32. The backbone's cache key names the precision it resolved to on the run's device.
+does too and each network prior follows its class's `cpu_bf16_from_positions`; other CPUs train
+in fp32. Cache keys name each precision as it resolved on the run's device, not as written here
+(`content_hash` leaves precisions out).
 
 Unknown keys, wrong types and impossible combinations are one-line `BenchError`s naming the
 key. `Preset.content_hash` is a sha256 of everything the preset fixes, so that cache keys and
@@ -76,13 +77,18 @@ class Preset:
 
     @property
     def content_hash(self) -> str:
-        """sha256 of every value the preset fixes (not its name, description or file layout)."""
+        """sha256 of every value the preset fixes (not its name, description or file layout)
+        but training precisions: what a precision means depends on the device (auto), so cache
+        keys name each precision as it resolved (`bench.stages.precision_keyed`) instead."""
+        def fixed(fields: dict[str, Any]) -> dict[str, Any]:
+            return {k: v for k, v in fields.items() if k != "precision"}
+
         content = {"base": self.base, "resolution": self.resolution,
                    "mni_sizes": list(self.mni_sizes), "n_samples": self.n_samples,
                    "max_train_images": self.max_train_images,
                    "backbone": dataclasses.asdict(self.vqvae),
-                   "train": dataclasses.asdict(self.train), "priors": self.prior_overrides,
-                   "precision": self.precision}
+                   "train": fixed(dataclasses.asdict(self.train)),
+                   "priors": {name: fixed(o) for name, o in self.prior_overrides.items()}}
         text = json.dumps(content, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()
 
@@ -135,14 +141,14 @@ def load_preset(text: str, *, name: str, source: str) -> Preset:
     except tomllib.TOMLDecodeError as e:
         raise BenchError(f"preset {source}: not valid TOML: {e}") from None
     where = f"preset {source}"
-    _known_keys(raw, TOP_KEYS, where, "")
+    known_keys(raw, TOP_KEYS, where, "")
     missing = [k for k in REQUIRED if k not in raw]
     if missing:
         raise BenchError(f"{where}: missing key(s) {', '.join(missing)}")
-    base = _typed(raw["base"], str, where, "base")
+    base = typed(raw["base"], str, where, "base")
     if base not in BASES:
         raise BenchError(f"{where}: base must be one of {', '.join(BASES)}, got {base!r}")
-    resolution = _typed(raw["resolution"], int, where, "resolution")
+    resolution = typed(raw["resolution"], int, where, "resolution")
     vqvae = _dataclass_from(VQVAEConfig, _table(raw, "backbone", where), where, "backbone")
     if resolution % vqvae.downsample:
         raise BenchError(f"{where}: resolution {resolution} is not divisible by "
@@ -156,14 +162,14 @@ def load_preset(text: str, *, name: str, source: str) -> Preset:
         name=name, resolution=resolution,
         mni_sizes=_sizes(raw["mni_sizes"], where), vqvae=vqvae,
         train=_dataclass_from(TrainConfig, train_fields, where, "train"),
-        n_samples=_at_least(_typed(raw["n_samples"], int, where, "n_samples"), 2, where, "n_samples"),
-        max_train_images=_at_least(_typed(raw["max_train_images"], int, where, "max_train_images"),
+        n_samples=_at_least(typed(raw["n_samples"], int, where, "n_samples"), 2, where, "n_samples"),
+        max_train_images=_at_least(typed(raw["max_train_images"], int, where, "max_train_images"),
                                    0, where, "max_train_images"),
         base=base, prior_overrides=_prior_overrides(raw, base, where),
-        description=_typed(raw.get("description", ""), str, where, "description"))
+        description=typed(raw.get("description", ""), str, where, "description"))
 
 
-def _known_keys(table: dict[str, Any], valid: typing.Iterable[str], where: str, prefix: str) -> None:
+def known_keys(table: dict[str, Any], valid: typing.Iterable[str], where: str, prefix: str) -> None:
     valid = list(valid)
     for key in table:
         if key not in valid:
@@ -180,7 +186,7 @@ def _table(raw: dict[str, Any], key: str, where: str) -> dict[str, Any]:
     return value
 
 
-def _typed(value: Any, kind: type, where: str, key: str) -> Any:
+def typed(value: Any, kind: type, where: str, key: str) -> Any:
     """`value` if it is a `kind` (an int is a float too; a bool is never an int)."""
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
@@ -199,7 +205,7 @@ def _at_least(value: int, low: int, where: str, key: str) -> int:
 def _sizes(value: Any, where: str) -> tuple[int, int, int]:
     if not isinstance(value, list) or len(value) != 3:
         raise BenchError(f"{where}: mni_sizes must be [train, val, test] counts, got {value!r}")
-    return tuple(_at_least(_typed(v, int, where, "mni_sizes"), 1, where, "mni_sizes")
+    return tuple(_at_least(typed(v, int, where, "mni_sizes"), 1, where, "mni_sizes")
                  for v in value)  # type: ignore[return-value]
 
 
@@ -207,30 +213,30 @@ def _dataclass_from(cls: type, values: dict[str, Any], where: str, prefix: str) 
     """cls(**values) with every key known and typed as the field; its validation named."""
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls) if not (cls is TrainConfig and f.name == "seed")]
-    _known_keys(values, names, where, f"{prefix}.")
-    kwargs = {k: _field_value(v, hints[k], where, f"{prefix}.{k}") for k, v in values.items()}
+    known_keys(values, names, where, f"{prefix}.")
+    kwargs = {k: field_value(v, hints[k], where, f"{prefix}.{k}") for k, v in values.items()}
     try:
         return cls(**kwargs)
     except (ValueError, TypeError) as e:
         raise BenchError(f"{where}: {prefix}: {e}") from None
 
 
-def _field_value(value: Any, hint: Any, where: str, key: str) -> Any:
+def field_value(value: Any, hint: Any, where: str, key: str) -> Any:
     origin = typing.get_origin(hint)
     if origin is tuple:
         if not isinstance(value, list):
             raise BenchError(f"{where}: {key} must be a list, got {value!r}")
         inner = typing.get_args(hint)[0]
-        return tuple(_typed(v, inner, where, key) for v in value)
+        return tuple(typed(v, inner, where, key) for v in value)
     if hint in (int, float, str, bool):
-        return _typed(value, hint, where, key)
+        return typed(value, hint, where, key)
     raise BenchError(f"{where}: {key} has type {hint}, which a preset file cannot set")
 
 
 def _prior_overrides(raw: dict[str, Any], base: str, where: str) -> dict[str, dict[str, Any]]:
     """Validated [priors.<name>] tables: each known prior, each field typed and accepted."""
     table = _table(raw, "priors", where)
-    _known_keys(table, priors.available_priors(), where, "priors.")
+    known_keys(table, priors.available_priors(), where, "priors.")
     out = {}
     for name, values in table.items():
         if not isinstance(values, dict):

@@ -2,7 +2,10 @@
 boundary checks of `bench run`. Not part of the example package (tests/plugins/pyproject.toml
 installs only bench_example_prior); tests declare their entry points in a fake dist-info."""
 
+import os
+import signal
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -152,3 +155,15 @@ ENTRY_POINTS = {  # entry-point name -> object reference, as a pyproject would d
     "broken-config": "bench_broken_priors:PlainConfig",
     "broken-missing": "bench_broken_priors:NoSuchClass",
 }
+
+
+class KillsItsProcessOnce(HistogramPrior):
+    """Its fit SIGKILLs its own process the first time (while the file named by the environment
+    variable KILL_ONCE_MARKER does not exist yet): a cell of `bench sweep` dying mid-run."""
+
+    def fit(self, train, val, *, seed, progress):
+        marker = Path(os.environ["KILL_ONCE_MARKER"])
+        if not marker.exists():
+            marker.touch()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().fit(train, val, seed=seed, progress=progress)
