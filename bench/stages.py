@@ -213,7 +213,8 @@ def backbone_scores(model: VQVAE, ds: ImageDataset, export: CodeExport,
         if len(x) >= 2:
             spread = metrics.spread_ratios(recon, x)
             out["recon_spread"] = min(spread.values())
-            out["degenerate"] = degenerate_backbone(spread, int(out["test_distinct_codes"]))
+            out["degenerate"] = metrics.degenerate_reconstruction(spread,
+                                                               int(out["test_distinct_codes"]))
         write_json_atomic(directory / "scores.json", out)
 
     scores, _ = sc.build(art, build, lambda d: read_json(d / "scores.json"))
@@ -223,22 +224,6 @@ def backbone_scores(model: VQVAE, ds: ImageDataset, export: CodeExport,
                           f"near-constant images. Train another: a preset file (--preset FILE.toml) "
                           f"with a lower [train] lr")
     return scores
-
-
-MIN_SPREAD = 0.2  # reconstructions varying less than this share of the data: degenerate
-MIN_CODES = 2  # this many distinct test codes or fewer: a degenerate codebook
-
-
-def degenerate_backbone(spread: dict[str, float], codes_used: int) -> str:
-    """Why a backbone's test reconstructions are degenerate ("" when they are not): `spread`
-    from metrics.spread_ratios (within each image, across images) against MIN_SPREAD, and the
-    distinct codes of the test split against MIN_CODES. A collapsed decoder (seen at 128 px:
-    one near-constant image for every input, recon SSIM 0.64) gives spreads near 0."""
-    reasons = [f"{name.replace('_', ' ')} spread {value:.3g} of the data's"
-               for name, value in spread.items() if value < MIN_SPREAD]
-    if codes_used <= MIN_CODES:
-        reasons.append(f"{codes_used} code(s) used")
-    return "; ".join(reasons)
 
 
 def stage_extractor(name: str, ds: ImageDataset, *, seed: int, preset: str,

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 import bench.stages as stages
 from bench import metrics
 from bench.cli import app
-from bench.stages import MIN_SPREAD, degenerate_backbone
+from bench.metrics import MIN_SPREAD, degenerate_reconstruction as degenerate_backbone
 
 
 def test_spread_ratios_closed_forms():

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from bench import metrics
-from bench.peers import Recipe, degenerate
+from bench.peers import Recipe
 
 
 def brains(n: int = 6, side: int = 32) -> torch.Tensor:
@@ -47,9 +47,9 @@ def test_spread_needs_two_images_and_matching_shapes():
 def test_degenerate_flags_flat_identical_and_collapsed_but_not_real_looking(make_recon, codes,
                                                                                flagged):
     x = brains()
-    verdict = degenerate(metrics.spread_ratios(make_recon(x), x), codes)
+    verdict = metrics.degenerate_reconstruction(metrics.spread_ratios(make_recon(x), x), codes)
     if flagged is None:
-        assert verdict is None
+        assert verdict == ""
     else:
         assert flagged in verdict
 

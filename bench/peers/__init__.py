@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from bench.errors import BenchError
-from bench.peers.race import Contender, Recipe, degenerate, ours, race
+from bench.peers.race import Contender, Recipe, ours, race
 from bench.presets import Preset
 from bench.stages import resolved_precision
 from vqvae import VQVAEConfig
@@ -58,5 +58,5 @@ def race_peer(name: str, preset: Preset, *, train_images: np.ndarray, test_image
             "contenders": results}
 
 
-__all__ = ["PEERS", "Contender", "Recipe", "build_peer", "degenerate", "peer_module", "race",
+__all__ = ["PEERS", "Contender", "Recipe", "build_peer", "peer_module", "race",
            "race_peer"]

@@ -29,8 +29,6 @@ from vqvae import VQVAE, TrainConfig, VQVAEConfig
 from vqvae.train import to_float, train_autocast
 
 FINAL_WINDOW = 20  # steps averaged into final_train_mse
-MIN_SPREAD = 0.2  # spread_ratios under this share of the data's: degenerate reconstructions
-MIN_CODES = 2  # this many distinct codes or fewer over the test images: a degenerate codebook
 
 
 BETA1 = (0.95, 0.85)  # AdamW beta1 at the ends and at the peak of the lr (OneCycleLR's defaults)
@@ -170,16 +168,6 @@ def reconstruct(contender: Contender, images: np.ndarray, device: torch.device,
     return torch.cat(recon), torch.cat(codes)
 
 
-def degenerate(spread: dict[str, float], codes_used: int) -> str | None:
-    """Why a backbone's test reconstructions are degenerate (`spread` from
-    metrics.spread_ratios), or None when they are not."""
-    reasons = [f"{name.replace('_', ' ')} spread {value:.3g} of the data's"
-               for name, value in spread.items() if value < MIN_SPREAD]
-    if codes_used <= MIN_CODES:
-        reasons.append(f"{codes_used} code(s) used")
-    return "; ".join(reasons) or None
-
-
 def score(contender: Contender, test_images: np.ndarray, device: torch.device) -> dict[str, Any]:
     """Recon SSIM / PSNR, codes used and the degeneracy verdict on the test images."""
     recon, codes = reconstruct(contender, test_images, device)
@@ -191,7 +179,7 @@ def score(contender: Contender, test_images: np.ndarray, device: torch.device) -
             "recon_psnr": float(metrics.psnr(recon, x).mean()),
             "codes_used": used, "num_codes": contender.num_codes,
             "code_perplexity": metrics.perplexity(counts), "spread": spread,
-            "degenerate": degenerate(spread, used)}
+            "degenerate": metrics.degenerate_reconstruction(spread, used) or None}
 
 
 def race(contenders: list[Contender], *, train_images: np.ndarray, test_images: np.ndarray,
