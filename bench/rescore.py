@@ -126,10 +126,10 @@ def data_config(cfg: ScoreConfig, run: FinishedRun,
                       mni_sizes=preset.mni_sizes, skip_bad=cfg.skip_bad), preset
 
 
-def check_other_data(cfg: ScoreConfig, run: FinishedRun, data_cfg: DataConfig) -> None:
-    """Refuse the run's own data (any spelling) before decoding anything."""
-    fingerprint, _ = fingerprint_of(cfg.against, data_cfg)  # layout errors (no test/) come here
-    if fingerprint == (run.record.get("data") or {}).get("fingerprint"):
+def check_other_data(cfg: ScoreConfig, run: FinishedRun, ds: ImageDataset) -> None:
+    """Refuse the run's own data: any spelling of its folder, or a copy of it (the fingerprint
+    is the decoded content; the run's own folder is a cache hit, nothing is decoded again)."""
+    if ds.fingerprint == (run.record.get("data") or {}).get("fingerprint"):
         raise BenchError(f"{cfg.against!r} is the dataset run {run.record['run_id']} was trained "
                          f"and scored on; its scores are in the run's record. Give another "
                          f"dataset (another site, held-back subjects)")
@@ -277,7 +277,7 @@ def score_run(cfg: ScoreConfig, *, progress: RichProgress | None = None) -> RunR
     run = open_run(cfg.run_dir)
     model, backbone = run_backbone(run)
     data_cfg, preset = data_config(cfg, run, backbone)
-    check_other_data(cfg, run, data_cfg)
+    fingerprint_of(cfg.against, data_cfg)  # layout errors (no test/): before any work
     sc = StageContext(store=open_store(cfg.out or run.root), device=resolve_device(cfg.device),
                       progress=progress or RichProgress(), force=cfg.force)
     extractor = stored_extractor(run.record["extractor"]["name"], run.record["extractor"]["id"],
@@ -285,6 +285,7 @@ def score_run(cfg: ScoreConfig, *, progress: RichProgress | None = None) -> RunR
                                  weights_path=cfg.fid_weights)
     tensors = records.read_tensors(run.directory)
     ds = stage_data(cfg.against, data_cfg, sc)
+    check_other_data(cfg, run, ds)
     n = n_scored(RunConfig(dataset=cfg.against, n_samples=len(tensors["samples/codes"])),
                  preset, ds)
     arts = against_artefacts(run, ds, extractor.id, n)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from bench.data import DataConfig, files, fingerprint_of, parse_spec
 from bench.data.images import square_resize
@@ -215,6 +218,29 @@ def test_a_changed_file_changes_the_fingerprint(tmp_path):
     path = root / "group0" / "sub00_0.png"
     os.utime(path, ns=(1, 1))
     assert fingerprint_of(f"folder:{root}", CONFIG)[0] != before
+
+
+def test_a_copy_or_a_restored_folder_is_the_same_dataset_but_other_pixels_are_not(layout,
+                                                                                   tmp_path):
+    """The dataset's fingerprint (what backbones and tables key on) is its decoded content; the
+    cache entry is keyed by the source files, so a copy is decoded again, once."""
+    kind, _, path = layout.partition(":")
+    ds = load(layout, tmp_path)
+    copy = shutil.copytree(path, tmp_path / "elsewhere" / Path(path).name,
+                           copy_function=shutil.copy)  # new mtimes
+    for f in Path(copy).rglob("*"):
+        if f.is_file():
+            os.utime(f, ns=(1, 1))
+    again = load(f"{kind}:{copy}", tmp_path)
+    assert again.fingerprint == ds.fingerprint
+    assert len(list((tmp_path / "cache" / "data").glob(f"{kind}-*"))) == 2  # decoded twice
+    victim = next(f for f in sorted(Path(copy).rglob("*")) if f.is_file() and f.suffix in
+                  (".png", ".jpeg", ".jpg", ".gz", ".nii") and "_seg_" not in f.parent.name)
+    if victim.suffix in (".gz", ".nii"):
+        write_volume(victim, seed=99)
+    else:
+        write_image(victim, Image.open(victim).size, seed=99)
+    assert load(f"{kind}:{copy}", tmp_path).fingerprint != ds.fingerprint
 
 
 def test_a_damaged_cache_entry_is_an_error_not_a_silent_rebuild(tmp_path):

@@ -141,9 +141,12 @@ def test_too_few_test_images_for_the_samples_are_refused(scored, site):
                       "scoring needs at least 4 samples", "has 3 test images")
 
 
-def test_the_runs_own_dataset_is_refused_however_spelled(scored):
+def test_the_runs_own_dataset_is_refused_however_spelled_or_copied(scored):
     spelled = f"adni:{scored['A']}/../{scored['A'].name}/"
     assert_user_error(bench("score", scored["run"], "--against", spelled),
+                      "is the dataset run", "was trained and scored on")
+    copy = shutil.copytree(scored["A"], scored["tmp"] / "copy-of-A", copy_function=shutil.copy)
+    assert_user_error(bench("score", scored["run"], "--against", f"adni:{copy}"),
                       "is the dataset run", "was trained and scored on")
 
 

@@ -53,7 +53,14 @@ def load_dataset(spec: str, config: DataConfig, *, cache_dir: Path | None = None
                  store: Store | None = None, force: bool = False,
                  progress: Progress | None = None) -> ImageDataset:
     """Decode `spec` once into the store (`store`, or one rooted at `cache_dir`) as an artefact
-    of kind `data` keyed by its fingerprint; return its verified, memory-mapped splits."""
+    of kind `data` keyed by its fingerprint; return its verified, memory-mapped splits.
+
+    Two identities: the cache entry is keyed by the sources' paths, sizes and mtimes (a cheap
+    check that never reuses a stale decode), while the dataset's `fingerprint`, which every
+    later stage and table keys on, is the hash of what was decoded (`cache.content_fingerprint`)
+    for datasets read from disk. A copy of the same files elsewhere, or the same folder restored
+    with new mtimes, is decoded once more and is then the same dataset: its backbone, runs and
+    table rows are found, not rebuilt. `mni` is generated: its plan's identity is its content."""
     if store is None:
         if cache_dir is None:
             raise ValueError("load_dataset needs a store or a cache_dir")
@@ -70,9 +77,12 @@ def load_dataset(spec: str, config: DataConfig, *, cache_dir: Path | None = None
 
     built, _ = store.get_or_build(art, lambda entry: cache.write(entry, plan.build(progress)),
                                   load, force=force)
-    return ImageDataset(spec=spec, kind=parse_spec(spec)[0], config=config,
-                        fingerprint=fingerprint, splits=built.splits,
-                        label_names=built.label_names, notes=plan.notes + built.notes)
+    name = parse_spec(spec)[0]
+    if DATASET_KINDS[name].takes_path:  # files on disk: named by what was decoded from them
+        fingerprint = cache.content_fingerprint(name, store.dir(art))
+    return ImageDataset(spec=spec, kind=name, config=config, fingerprint=fingerprint,
+                        splits=built.splits, label_names=built.label_names,
+                        notes=plan.notes + built.notes)
 
 
 def display_name(spec: str) -> str:

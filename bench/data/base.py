@@ -59,7 +59,8 @@ class ImageDataset:
     spec: str  # as given, e.g. "adni:/data/AD_NC"
     kind: str  # "mni", "oasis", "adni", "folder", "nifti"
     config: DataConfig
-    fingerprint: str  # hex hash of sources (paths, sizes, mtimes) + preprocessing + config
+    fingerprint: str  # hex hash of the decoded content (datasets on disk; see load_dataset) or
+    # of the generator's constants + preprocessing + config (mni)
     splits: dict[str, Split]
     label_names: tuple[str, ...] = ()  # () when unlabelled
     notes: tuple[str, ...] = field(default=())  # said once: conversions, skipped files

@@ -14,6 +14,7 @@ import numpy as np
 from bench.data.base import SPLITS, Split
 from bench.data.plan import Built
 from bench.errors import DataError
+from bench.store import MANIFEST
 
 META = "meta.json"
 
@@ -22,6 +23,17 @@ def fingerprint(key: object) -> str:
     """Hex hash of a JSON-able key (sources, preprocessing version, config fields)."""
     text = json.dumps(key, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def content_fingerprint(kind: str, entry: Path) -> str:
+    """Hex hash of a finished cache entry's content: the kind, the sha256 of each split's array
+    (from the entry's manifest, written by the store), the subjects and labels of every image and
+    the class names. Not the notes (they name the folder) nor anything of the source files."""
+    manifest = json.loads((entry / MANIFEST).read_text())
+    meta = json.loads((entry / META).read_text())
+    return fingerprint({"kind": kind, "content": 1,
+                        "arrays": {name: manifest["files"][f"{name}.npy"] for name in SPLITS},
+                        "splits": meta["splits"], "label_names": meta["label_names"]})
 
 
 def _split_meta(split: Split) -> dict:
