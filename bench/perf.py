@@ -111,12 +111,13 @@ def perf_sizes(preset: str) -> PerfSizes:
         case "quick":
             return PerfSizes(matmul_n=0, matmul_s=2.0, backbone_steps=30, grids=(16, 32, 64),
                              n_grids=8, run_grids=(16, 32), run_batch=SAMPLE_BATCH,
-                             max_naive_s=5.0, n_feature_images=500, peer_budget_s=60.0)
+                             max_naive_s=5.0, n_feature_images=500, peer_budget_s=60.0,
+                             precision_steps=24, precision_rounds=3)
         case "standard":
             return PerfSizes(matmul_n=0, matmul_s=2.0, backbone_steps=20, grids=(16, 32, 64),
                              n_grids=8, run_grids=(32,), run_batch=SAMPLE_BATCH,
                              max_naive_s=5.0, n_feature_images=500, peer_budget_s=120.0,
-                             precision_steps=2, precision_rounds=4)
+                             precision_steps=6, precision_rounds=3)
         case "full":
             return PerfSizes(matmul_n=0, matmul_s=3.0, backbone_steps=50, grids=(16, 32, 64),
                              n_grids=64, run_grids=(32, 64), run_batch=SAMPLE_BATCH,
