@@ -31,7 +31,7 @@ from bench.progress import RichProgress, err_console
 from bench.run import (REFERENCE, RunConfig, RunResult, device_name,
                        n_scored, open_store, resolve_device)
 from bench.sampling import bits_per_code_on, code_set
-from bench.scoring import ScoringContext, make_context, score_codes
+from bench.scoring import REAL_SIDE, ScoringContext, make_context, score_codes
 from bench.stages import StageContext, backbone_scores, stage_data, stage_export
 from bench.store import MANIFEST, Artefact, Store, read_json
 from priors import Prior
@@ -126,10 +126,12 @@ def data_config(cfg: ScoreConfig, run: FinishedRun,
                       mni_sizes=preset.mni_sizes, skip_bad=cfg.skip_bad), preset
 
 
-def check_other_data(cfg: ScoreConfig, run: FinishedRun, ds: ImageDataset) -> None:
+def check_other_data(cfg: ScoreConfig, run: FinishedRun, ds: ImageDataset,
+                     source_key: str) -> None:
     """Refuse the run's own data: any spelling of its folder, or a copy of it (the fingerprint
-    is the decoded content; the run's own folder is a cache hit, nothing is decoded again)."""
-    if ds.fingerprint == (run.record.get("data") or {}).get("fingerprint"):
+    is the decoded content; the run's own folder is a cache hit, nothing is decoded again).
+    Runs recorded before content fingerprints hold their sources' key: compared too."""
+    if (run.record.get("data") or {}).get("fingerprint") in (ds.fingerprint, source_key):
         raise BenchError(f"{cfg.against!r} is the dataset run {run.record['run_id']} was trained "
                          f"and scored on; its scores are in the run's record. Give another "
                          f"dataset (another site, held-back subjects)")
@@ -146,11 +148,13 @@ def against_artefacts(run: FinishedRun, ds: ImageDataset, extractor_id: str,
     r = run.record
     return {
         "prior": Artefact.of("runs", {"against": ds.fingerprint, "run": run.key,
-                                      "extractor": extractor_id, "n": n},
+                                      "extractor": extractor_id, "n": n,
+                                      "real_side": REAL_SIDE},
                              prefix=f"{r['prior']}-against-", digits=12),
         "reference": Artefact.of("runs", {"kind": "reference", "against": ds.fingerprint,
                                           "backbone": r["backbone_hash"], "extractor": extractor_id,
-                                          "n": n, "seed": r["seed"], "condition": r["condition"]},
+                                          "n": n, "seed": r["seed"], "condition": r["condition"],
+                                          "real_side": REAL_SIDE},
                                  prefix="reference-against-", digits=12)}
 
 
@@ -191,7 +195,7 @@ def base_record(run: FinishedRun, other: Other, ctx: ScoringContext) -> dict[str
             "num_codes": other.export.num_codes, "grid": list(other.export.grid),
             "backbone": other.backbone, "artefacts": other.artefacts,
             "extractor": {"name": ctx.extractor.name, "id": ctx.extractor.id},
-            "condition": r["condition"], "versions": records.versions(),
+            "real_side": REAL_SIDE, "condition": r["condition"], "versions": records.versions(),
             "against": {"run_id": r["run_id"], "run": os.path.relpath(run.directory, other.out),
                         "dataset": r["dataset"],
                         "data": r.get("data") or dataset_identity(r["dataset"], ""),
@@ -277,7 +281,7 @@ def score_run(cfg: ScoreConfig, *, progress: RichProgress | None = None) -> RunR
     run = open_run(cfg.run_dir)
     model, backbone = run_backbone(run)
     data_cfg, preset = data_config(cfg, run, backbone)
-    fingerprint_of(cfg.against, data_cfg)  # layout errors (no test/): before any work
+    source_key, _ = fingerprint_of(cfg.against, data_cfg)  # layout errors (no test/) come here
     sc = StageContext(store=open_store(cfg.out or run.root), device=resolve_device(cfg.device),
                       progress=progress or RichProgress(), force=cfg.force)
     extractor = stored_extractor(run.record["extractor"]["name"], run.record["extractor"]["id"],
@@ -285,7 +289,7 @@ def score_run(cfg: ScoreConfig, *, progress: RichProgress | None = None) -> RunR
                                  weights_path=cfg.fid_weights)
     tensors = records.read_tensors(run.directory)
     ds = stage_data(cfg.against, data_cfg, sc)
-    check_other_data(cfg, run, ds)
+    check_other_data(cfg, run, ds, source_key)
     n = n_scored(RunConfig(dataset=cfg.against, n_samples=len(tensors["samples/codes"])),
                  preset, ds)
     arts = against_artefacts(run, ds, extractor.id, n)
@@ -301,7 +305,7 @@ def score_run(cfg: ScoreConfig, *, progress: RichProgress | None = None) -> RunR
     ctx, rest = make_context(test.images, test.labels if other.labelled else None, None,
                              other.export.codes["test"], other.export.num_codes, extractor,
                              ds.label_names if other.labelled else (), n=n,
-                             seed=data_cfg.seed, device=sc.device)
+                             seed=data_cfg.seed, backbone=model, device=sc.device)
     reference = reference_row(run, other, model, ctx, rest, arts["reference"], sc)
     record, built = rescored_row(run, other, model, ctx, tensors, n, arts["prior"], sc)
     return RunResult(record, sc.store.dir(arts["prior"]), cached=not built, ceilings=(reference,))

@@ -29,7 +29,8 @@ class SampleSet:
 class ScoringContext:
     """The real data every sample set is compared against, computed once per run."""
 
-    real: Tensor  # (n, 1, H, W) test images the samples are compared against
+    real: Tensor  # (n, 1, H, W) what samples are compared against: the backbone's decodings of
+    # n test images' codes (REAL_SIDE), or the images themselves when no backbone is given
     real_labels: Tensor | None  # (n,) or None
     real_feats: np.ndarray  # (n, F) extractor features of `real`
     train: Tensor | None  # (M, 1, H, W) training images, for memorisation; None: not scored
@@ -41,28 +42,39 @@ class ScoringContext:
     label_names: tuple[str, ...] = ()
 
 
+REAL_SIDE = "decoded test codes"  # what every run key's scores are compared against (key field)
+
+
 def make_context(test_images: np.ndarray, test_labels: np.ndarray | None,
                  train_images: np.ndarray | None,
                  test_codes: Tensor, num_codes: int, extractor: FeatureExtractor,
                  label_names: tuple[str, ...], *, n: int, seed: int,
-                 max_train: int = 4000, store: Store | None = None,
-                 force: bool = False,
+                 backbone: VQVAE | None = None, max_train: int = 4000,
+                 store: Store | None = None, force: bool = False,
                  device: torch.device = torch.device("cpu")) -> tuple[ScoringContext, np.ndarray]:
     """Pick n real test images (seeded); return the context and the test indices left over
     (disjoint from the chosen ones) from which the reference row's reconstructions come.
+
+    With `backbone`, the side samples are compared against (FD, KID, precision, recall,
+    NN-SSIM) is its decoding of those test images' codes, not the images: samples are
+    decodings too, so the decoder's own blur and shift cancel and the scores measure the prior
+    (at 128 px the `mri` features put every decoded image, uniform noise included, ~28 FD units
+    from every real one). Memorisation still compares samples with real training images.
     `store`: where the memorisation threshold (every real image's nearest train image) is
     kept, keyed by the images' bytes. `train_images` None: no memorisation score (samples
     re-scored against another dataset than the one they were trained on)."""
     order = np.random.default_rng(seed).permutation(len(test_images))
     chosen, rest = np.sort(order[:n]), np.sort(order[n:2 * n])
-    real = to_float(np.asarray(test_images[chosen]), device)  # image metrics run on `device`
+    images = to_float(np.asarray(test_images[chosen]), device)  # image metrics run on `device`
     if train_images is None:
         train, train_pick, threshold = None, np.zeros(0, np.int64), math.nan
     else:
         order_train = np.random.default_rng(seed + 1).permutation(len(train_images))
         train_pick = np.sort(order_train[:max_train])
         train = to_float(np.asarray(train_images[train_pick]), device)
-        threshold = stored_memorisation_threshold(train, real, store, force)
+        threshold = stored_memorisation_threshold(train, images, store, force)
+    real = images if backbone is None else decode_codes(
+        backbone, test_codes[torch.from_numpy(chosen)], device=device).to(device)
     ctx = ScoringContext(
         real=real,
         real_labels=None if test_labels is None else torch.from_numpy(np.asarray(test_labels)[chosen]),

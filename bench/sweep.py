@@ -128,9 +128,9 @@ def prepare_setting(cells: list[Cell], sc: StageContext) -> set[Cell]:
     extractor = stage_extractor(first.extractor, shared.ds, seed=first.backbone_seed,
                                 preset=preset.base, weights_path=first.fid_weights, sc=sc)
     n = n_scored(first, preset, shared.ds)
-    cpu = torch.device("cpu")  # only each prior's config is read: it names the run
+    # only each prior's config and its precision on the cells' device are read: they name the run
     unfitted = {name: build_prior(dataclasses.replace(first, prior=name), preset, shared.export,
-                                  cpu) for name in dict.fromkeys(c.run.prior for c in cells)}
+                                  sc.device) for name in dict.fromkeys(c.run.prior for c in cells)}
     finished = {c for c in cells if sc.store.exists(run_artefact(
         c.run, preset, unfitted[c.run.prior], shared.export, extractor.id, n))}
     seeds = sorted({c.run.seed for c in cells if c not in finished})

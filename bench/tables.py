@@ -45,11 +45,12 @@ BACKBONE = {"recon_ssim": "backbone recon SSIM", "recon_psnr": "backbone recon P
             "test_code_perplexity": "backbone perplexity (test)"}
 # what a table is keyed by; `trained_on`: "" for runs, or the data a re-scored run (`bench
 # score`) was trained on, so its rows never mix with runs trained on the data they are scored on
-SETTING = ("data", "trained_on", "preset", "backbone", "extractor", "condition")
+SETTING = ("data", "trained_on", "preset", "backbone", "extractor", "real_side", "condition")
 # setting / meta key -> its name in csv and json
 SETTING_FIELDS = {"dataset": "dataset", "data_kind": "data kind",
                   "data_fingerprint": "data fingerprint", "preset": "preset",
-                  "backbone": "backbone", "extractor": "features", "condition": "condition",
+                  "backbone": "backbone", "extractor": "features",
+                  "real_side": "compared with", "condition": "condition",
                   "trained_on_name": "samples trained on",
                   "trained_on_fingerprint": "samples trained on fingerprint"}
 
@@ -98,6 +99,8 @@ def setting_of(r: dict[str, Any], known: dict[tuple[str, str], dict[str, str]]) 
     return {"data": key, "dataset": name, "data_kind": kind, "data_fingerprint": fingerprint,
             "preset": r["preset"], "backbone": r["backbone_hash"][:12],
             "extractor": r["extractor"]["name"], "condition": r.get("condition", "none"),
+            # records before scores were taken against decoded test codes: the test images
+            "real_side": r.get("real_side", "test images"),
             "trained_on": f"{source['kind']}:{source['fingerprint']}" if source else "",
             "trained_on_name": source.get("name", ""),
             "trained_on_fingerprint": source.get("fingerprint", "")}
@@ -186,7 +189,7 @@ Tables = list[tuple[dict[str, Any], pd.DataFrame]]  # (meta, wide table) per set
 def title(meta: dict[str, Any]) -> str:
     cond = "" if meta["condition"] == "none" else f", conditioned on {meta['condition']}"
     return (f"{scored_on(meta)} · preset {meta['preset']} · backbone {meta['backbone']} · "
-            f"features {meta['extractor']}{cond}")
+            f"features {meta['extractor']} vs {meta['real_side']}{cond}")
 
 
 def scored_on(meta: dict[str, Any]) -> str:

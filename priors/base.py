@@ -132,8 +132,9 @@ class Prior(ABC):
         return self.conditional and self.num_classes > 0
 
     def training_precision(self) -> str:
-        """'fp32' or 'bf16': what `fit` trains in on this prior's device (a run's cache key
-        names it). Priors without a precision setting train in fp32."""
+        """'fp32' or 'bf16': what `fit` trains in on this prior's device. A prior that overrides
+        it has its run keyed by this resolved value (its config's `precision` field left out);
+        otherwise the key holds the config as it is. Priors without a precision train in fp32."""
         return "fp32"
 
     def check_codes(self, codes: Tensor) -> Tensor:

@@ -37,7 +37,7 @@ class FitConfig:
     eval_batch_size: int = 256  # grids per forward in log_prob and validation (memory only)
     max_steps: int = 0  # cap on optimisation steps (0: epochs decide); bounds a preset's cost on big datasets
     precision: str = "auto"  # fp32 | bf16 (autocast) | auto: bf16 on CUDA; on a CPU with native
-    # bf16 (AVX512-BF16 or AMX) the prior class's `cpu_auto_precision`; fp32 on other CPUs
+    # bf16 (AVX512-BF16 or AMX) as the prior class's `cpu_bf16_from_positions` says; else fp32
 
     def __post_init__(self) -> None:
         require(self.epochs >= 1, "epochs", self.epochs, ">= 1")

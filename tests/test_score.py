@@ -18,7 +18,8 @@ from bench.rescore import (MEMORISATION_NOTE, ScoreConfig, data_config, open_run
                            stored_prior)
 from bench.run import REFERENCE
 from bench.sampling import bits_per_code_on, code_set
-from bench.store import Store
+from bench.data import DataConfig, fingerprint_of
+from bench.store import Store, file_sha256
 from tests.conftest_data import make_adni
 from tests.test_cli import assert_user_error
 from vqvae import load_export
@@ -147,6 +148,21 @@ def test_the_runs_own_dataset_is_refused_however_spelled_or_copied(scored):
                       "is the dataset run", "was trained and scored on")
     copy = shutil.copytree(scored["A"], scored["tmp"] / "copy-of-A", copy_function=shutil.copy)
     assert_user_error(bench("score", scored["run"], "--against", f"adni:{copy}"),
+                      "is the dataset run", "was trained and scored on")
+
+
+def test_a_run_recorded_before_content_fingerprints_still_refuses_its_own_data(scored):
+    """Older records hold the source files' key as the data fingerprint."""
+    old = shutil.copytree(scored["out"], scored["tmp"] / "old-results")
+    run = old / "runs" / scored["run"].name
+    record = record_of(run)
+    record["data"]["fingerprint"] = fingerprint_of(f"adni:{scored['A']}",
+                                                   DataConfig(resolution=32))[0]
+    (run / "record.json").write_text(json.dumps(record))
+    manifest = json.loads((run / "MANIFEST.json").read_text())
+    manifest["files"]["record.json"] = file_sha256(run / "record.json")
+    (run / "MANIFEST.json").write_text(json.dumps(manifest))
+    assert_user_error(bench("score", run, "--against", f"adni:{scored['A']}"),
                       "is the dataset run", "was trained and scored on")
 
 

@@ -80,3 +80,35 @@ def test_memorisation_threshold_is_cached_by_image_content(tmp_path, monkeypatch
     assert calls == [1] and len(list(tmp_path.glob("scores/memorisation-*/threshold.json"))) == 2
     scoring.stored_memorisation_threshold(train, other, store, force=True)
     assert calls == [1, 1]  # --force recomputes it
+
+
+def test_with_a_backbone_samples_are_compared_with_its_decodings_of_the_test_codes():
+    """The real side is the decoded codes of the chosen test images (so the decoder's blur
+    cancels); memorisation's threshold still comes from the images themselves."""
+    from vqvae import VQVAE, VQVAEConfig, decode_codes
+    model = VQVAE(VQVAEConfig(hidden=8, res_blocks=1, res_hidden=4, num_codes=8, code_dim=4))
+    model.reset_parameters(0)
+    test = images(64, 0)
+    codes = torch.randint(0, 8, (64, 4, 4), generator=torch.Generator().manual_seed(5))
+    raw, rest = make_context(test, None, images(40, 1), codes, 8, PixelFeatures(), (), n=32, seed=0)
+    dec, rest2 = make_context(test, None, images(40, 1), codes, 8, PixelFeatures(), (), n=32,
+                              seed=0, backbone=model)
+    chosen = np.sort(np.random.default_rng(0).permutation(64)[:32])
+    assert np.array_equal(rest, rest2)
+    assert torch.equal(raw.real, torch.from_numpy(test[chosen]).unsqueeze(1).float() / 255)
+    assert torch.allclose(dec.real, decode_codes(model, codes[torch.from_numpy(chosen)],
+                                                 device=torch.device("cpu")))
+    assert np.allclose(dec.real_feats, PixelFeatures().features(dec.real))
+    assert dec.memorised_above == raw.memorised_above
+    # the decoded test codes themselves score as a perfect sample set: FD 0, NN-SSIM 1
+    same = score_samples(SampleSet(dec.real, codes[torch.from_numpy(chosen)], None), dec, seed=0)
+    assert abs(same["fd"]) < 1e-6 and same["nn_ssim"] > 0.999
+
+
+def test_train_and_test_differ_only_when_the_gap_is_large_and_beyond_sampling_noise():
+    from bench.run import splits_differ
+    ref = {"fd": 0.009, "kid": -0.0001, "kid_std": 0.0003}
+    assert not splits_differ(ref, {"fd": 0.020, "kid": 0.0001, "kid_std": 0.0003})  # 2.2x, noise
+    assert splits_differ(ref, {"fd": 0.5, "kid": 0.01, "kid_std": 0.0005})
+    assert not splits_differ(ref, {"fd": 0.015, "kid": 0.01, "kid_std": 0.0005})  # under 2x
+    assert splits_differ({"fd": 0.2}, {"fd": 5.8})  # records without KID: the ratio alone
