@@ -125,3 +125,22 @@ def test_dcgan_argmax_mode_is_deterministic_given_noise():
                 num_codes=K, grid=GRID, codebook=torch.randn(K, 3))
     draw = lambda: prior.sample(3, generator=torch.Generator().manual_seed(2))  # noqa: E731
     assert torch.equal(draw(), draw())
+
+
+def test_unigram_counts_and_log_prob_equal_their_one_hot_definition():
+    """The fit counts (a bincount, so that 32x32 grids of K = 256 fit in memory) and log_prob
+    (indexing) equal the one-hot sums and gathers they replace, per class."""
+    g = torch.Generator().manual_seed(0)
+    codes = torch.randint(0, 5, (30, 3, 4), generator=g)
+    labels = torch.randint(0, 2, (30,), generator=g)
+    cls = priors.get_prior("unigram")
+    prior = cls(cls.Config(alpha=0.5), num_codes=5, grid=(3, 4), num_classes=2)
+    prior.fit(CodeSet(codes, 5, labels), CodeSet(codes[:0], 5, labels[:0]), seed=0,
+              progress=NullProgress())
+    one_hot = torch.nn.functional.one_hot(codes, 5).double()
+    expected = torch.stack([one_hot[labels == c].sum(0) for c in range(2)])
+    assert torch.equal(prior.counts, expected)
+    smoothed = expected + 0.5
+    logp = (smoothed / smoothed.sum(-1, keepdim=True)).log()[labels]
+    want = logp.gather(-1, codes[..., None])[..., 0].sum(dim=(1, 2))
+    assert torch.allclose(prior.log_prob(codes, labels), want, rtol=0, atol=1e-12)

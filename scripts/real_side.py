@@ -1,0 +1,52 @@
+"""FD-mri and KID of one setting's rows against two real sides: the test images themselves,
+and the backbone's decodings of their codes (what `bench run` compares with). From cached
+artefacts only (the README's "Compared with decoded test codes" table).
+Usage: python scripts/real_side.py OUT SPEC PRESET PRIOR...
+Example: python scripts/real_side.py results-std adni:../shared/data/adni/AD_NC standard uniform"""
+import glob
+import sys
+
+import numpy as np
+import torch
+
+from bench.metrics.distribution import frechet_distance, kid
+from bench.presets import get_preset
+from bench.progress import RichProgress
+from bench.run import RunConfig, open_store, prepare_shared
+from bench.stages import StageContext, stage_extractor
+from bench.store import load_tensors
+from vqvae.train import decode_codes, to_float
+
+
+def main(out: str, spec: str, preset_name: str, prior_names: list[str], n: int = 500) -> None:
+    cpu = torch.device("cpu")
+    cfg, preset = RunConfig(dataset=spec, out=out, preset=preset_name, device="cpu"), get_preset(preset_name)
+    sc = StageContext(store=open_store(cfg.out), device=cpu, progress=RichProgress(enabled=False))
+    sh = prepare_shared(cfg, preset, sc)  # every stage must be cached: run `bench run` first
+    ex = stage_extractor("mri", sh.ds, seed=0, preset=preset.base, weights_path=None, sc=sc)
+    test, codes = sh.ds.splits["test"], sh.export.codes
+    order = np.random.default_rng(7).permutation(len(test))
+    a, b = np.sort(order[:n]), np.sort(order[n:2 * n])
+
+    def decoded(c: torch.Tensor) -> np.ndarray:
+        return ex.features(decode_codes(sh.model, c, device=cpu))
+
+    sides = {"test images A": ex.features(to_float(np.asarray(test.images[a]), cpu)),
+             "decoded test codes of A": decoded(codes["test"][torch.from_numpy(a)])}
+    rows = {"real test images B": ex.features(to_float(np.asarray(test.images[b]), cpu)),
+            "recon of test images B": decoded(codes["test"][torch.from_numpy(b)])}
+    pick = np.sort(np.random.default_rng(1).permutation(len(sh.ds.splits["train"]))[:n])
+    rows["decoded training grids"] = decoded(codes["train"][torch.from_numpy(pick)])
+    for prior in prior_names:
+        path = sorted(glob.glob(f"{out}/runs/{prior}-*/artefacts.safetensors"))[0]
+        rows[f"{prior} samples"] = decoded(load_tensors(path)["samples/codes"][:n])
+    for side, fa in sides.items():
+        print(f"--- vs {side}")
+        for name, fb in rows.items():
+            print(f"{name:26s} FD-mri {frechet_distance(fa, fb):8.3f}  KID {kid(fa, fb)[0]:9.4f}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 5:
+        sys.exit(__doc__)
+    main(sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:])
