@@ -152,18 +152,18 @@ def test_the_backbone_key_names_the_resolved_precision(monkeypatch):
     assert key("auto") == key("fp32")
 
 
-def test_fp32_keys_are_the_keys_made_before_precision_existed():
-    """A backbone or run trained in fp32 keeps the cache key it had before the precision field
-    (results folders made then are still found); any other precision is named in the key."""
+def test_keys_name_the_resolved_precision_even_fp32():
+    """Every key names the precision as it ran, fp32 too: keys without one were trained by the
+    older loop (NCHW; on CUDA in bf16), never taken for this one's."""
     fields = {"epochs": 2, "lr": 0.1, "precision": "auto"}
-    assert precision_keyed(fields, "fp32") == {"epochs": 2, "lr": 0.1}
+    assert precision_keyed(fields, "fp32") == {"epochs": 2, "lr": 0.1, "precision": "fp32"}
     assert precision_keyed(fields, "bf16") == {"epochs": 2, "lr": 0.1, "precision": "bf16"}
     ds, tiny = SimpleNamespace(fingerprint="f"), get_preset("tiny").with_precision("fp32")
     train = {k: v for k, v in dataclasses.asdict(tiny.train).items() if k != "precision"}
     before = Artefact.of("backbones", {"data": "f", "vqvae": dataclasses.asdict(tiny.vqvae),
                                        "train": train, "seed": 0,
                                        "max_train_images": tiny.max_train_images})
-    assert backbone_artefact(tiny, ds, 0, CPU).key == before.key
+    assert backbone_artefact(tiny, ds, 0, CPU).key != before.key
 
 
 def test_a_run_key_names_the_prior_precision_as_resolved(monkeypatch):
