@@ -425,6 +425,8 @@ def fit_and_score(cfg: RunConfig, prior: Prior, shared: Shared, ctx: ScoringCont
     export, device = shared.export, sc.device
     before = set(sc.progress.history)
     fit_summary, fit_s = fit_prior(cfg, prior, export, sc, checkpoint=sc.checkpoint(art))
+    sync(device)
+    t_fit = time.perf_counter()
     bits = bits_per_code_on(prior, code_set(export, "test", conditional))
     labels = sample_labels(n, export, conditional)
     sync(device)
@@ -435,10 +437,15 @@ def fit_and_score(cfg: RunConfig, prior: Prior, shared: Shared, ctx: ScoringCont
     sample_s = time.perf_counter() - t0
     err_console.print(f"{cfg.prior}: fit {fit_s:.1f}s, {n} samples in {sample_s:.1f}s; scoring")
     scores = score_samples(SampleSet(images, codes, labels), ctx, seed=cfg.seed)
+    sync(device)
+    done = time.perf_counter()
     scores |= {"bits_per_code": bits, "fit_s": fit_s, "samples_per_s": n / sample_s,
                "num_parameters": float(prior.num_parameters())}
     record = {"kind": "prior", "prior": cfg.prior, "config": dataclasses.asdict(prior.config),
               "scores": scores, "fit": fit_summary,
+              # wall seconds of what follows the fit: test bits/code, sampling + decoding, scores
+              "timing": {"bits_s": t0 - t_fit, "sample_s": sample_s,
+                         "score_s": done - t0 - sample_s, "after_fit_s": done - t_fit},
               "device": device_name(device, sc.ranks.world),
               "curves": {curve_name(k): sc.progress.curve(k) for k in sc.progress.history
                          if k not in before}}

@@ -54,6 +54,11 @@ def test_run_writes_a_record_with_every_score(results):
     assert recs["pixelcnn"]["backbone_hash"] == recs["uniform"]["backbone_hash"]
     assert "recon_ssim" in recs[REFERENCE]["scores"]
     assert recs[DATA_CEILING]["kind"] == "ceiling"
+    assert recs["pixelcnn"]["real_side"] == "decoded test codes"
+    timing = recs["pixelcnn"]["timing"]  # what follows the fit, in parts that add up
+    assert all(timing[k] >= 0 for k in ("bits_s", "sample_s", "score_s"))
+    assert timing["after_fit_s"] == pytest.approx(timing["bits_s"] + timing["sample_s"]
+                                                  + timing["score_s"])
 
 
 def test_uniform_bits_per_code_is_log2_k_exactly(results):
