@@ -25,7 +25,7 @@ from priors import CodeSet, NullProgress
 from vqvae import VQVAE, TrainConfig, train_vqvae
 from trainkit import native_bf16_cpu
 
-PRECISIONS = ("fp32", "bf16")  # measured, in this order within a round
+MEASURED = ("fp32", "bf16")  # the precisions timed, in this order within a round
 
 # one run of a contender: precision -> (optimisation steps, wall seconds)
 Run = Callable[[str], tuple[float, float]]
@@ -86,9 +86,9 @@ def interleaved(run: Run, rounds: int) -> dict[str, Any]:
     """Steps/s of `run` at each precision over `rounds` timed rounds (after one untimed): the
     best run of each (as timeit: slower runs are other processes' doing) and their ratio, and
     the median of the per-round bf16 / fp32 ratios."""
-    rates: dict[str, list[float]] = {p: [] for p in PRECISIONS}
+    rates: dict[str, list[float]] = {p: [] for p in MEASURED}
     for i in range(rounds + 1):
-        for precision in PRECISIONS:
+        for precision in MEASURED:
             steps, wall_s = run(precision)
             if i:
                 rates[precision].append(steps / wall_s)

@@ -101,7 +101,7 @@ def build_prior(cfg: RunConfig, preset: Preset, export: CodeExport, device: torc
 def run_artefact(cfg: RunConfig, preset: Preset, prior: Prior, export: CodeExport,
                  extractor_id: str, n_samples: int) -> Artefact:
     config = dataclasses.asdict(prior.config)
-    if type(prior).training_precision is not Prior.training_precision:  # it resolves a precision
+    if "precision" in config:  # keyed as it resolved on this device, not as configured
         config = precision_keyed(config, prior.training_precision())
     return Artefact.of("runs", {"prior": cfg.prior, "config": config,
                                 "export": export.export_hash, "seed": cfg.seed,

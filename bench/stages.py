@@ -107,7 +107,7 @@ def backbone_artefact(preset: Preset, ds: ImageDataset, seed: int,
     train = resolved_train(preset, device)
     return Artefact.of("backbones", {
         "data": ds.fingerprint, "vqvae": dataclasses.asdict(preset.vqvae),
-        "train": precision_keyed(dataclasses.asdict(train), train.precision), "seed": seed,
+        "train": dataclasses.asdict(train), "seed": seed,
         "max_train_images": preset.max_train_images})
 
 

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from trainkit import Checkpoint, NullCheckpoint, NullProgress, Progress  # noqa: F401  (the contract's)
+from trainkit import resolve_precision
 
 ENTRY_POINT_GROUP = "bench.priors"
 PRESETS = ("tiny", "quick", "standard", "full")  # tiny: tests; quick, standard: 2 CPU cores; full: a GPU
@@ -132,10 +133,13 @@ class Prior(ABC):
         return self.conditional and self.num_classes > 0
 
     def training_precision(self) -> str:
-        """'fp32' or 'bf16': what `fit` trains in on this prior's device. A prior that overrides
-        it has its run keyed by this resolved value (its config's `precision` field left out);
-        otherwise the key holds the config as it is. Priors without a precision train in fp32."""
-        return "fp32"
+        """'fp32' or 'bf16': what `fit` trains in on this prior's device; a run whose config has
+        a `precision` field is keyed by this resolved value. A config's precision resolves as
+        `trainkit.resolve_precision` says (auto: fp32 on a CPU unless a subclass measured
+        otherwise, as `NetPrior` does); priors without one train in fp32."""
+        precision = getattr(self.config, "precision", None)
+        return "fp32" if precision is None else resolve_precision(precision, self.device,
+                                                                  cpu_auto="fp32")
 
     def check_codes(self, codes: Tensor) -> Tensor:
         """(N, h, w) int64 codes in [0, K) on this prior's grid, moved to `self.device`."""

@@ -1,7 +1,7 @@
-"""FD split into its mean and covariance terms for the rows of one setting, from cached
-artefacts only (the README's "What FD and KID see besides the prior" table).
-Usage: python scripts/fd_terms.py OUT SPEC PRESET PRIOR...
-Example: python scripts/fd_terms.py results-adni adni:../shared/data/adni/AD_NC quick unigram uniform"""
+"""FD against the scoring real side split into its mean and covariance terms for the rows of
+one setting, from cached artefacts only.
+Usage: python scripts/fd_terms.py OUT SPEC PRESET PRIOR... [--precision P]
+Example: python scripts/fd_terms.py results-adni2 adni:../shared/data/adni/AD_NC quick unigram --precision fp32"""
 import glob
 import sys
 
@@ -9,20 +9,15 @@ import numpy as np
 import torch
 
 from bench.metrics.distribution import frechet_distance, kid
-from bench.presets import get_preset
-from bench.progress import RichProgress
-from bench.run import RunConfig, open_store, prepare_shared, scoring_context
-from bench.stages import StageContext, stage_extractor
+from bench.run import scoring_context
 from bench.store import load_tensors
+from cached_setting import CPU as cpu, cached_setting, precision_arg
 from vqvae.train import decode_codes, to_float
 
 
-def main(out: str, spec: str, preset_name: str, prior_names: list[str], n: int = 500) -> None:
-    cpu = torch.device("cpu")
-    cfg, preset = RunConfig(dataset=spec, out=out, preset=preset_name, device="cpu"), get_preset(preset_name)
-    sc = StageContext(store=open_store(cfg.out), device=cpu, progress=RichProgress(enabled=False))
-    sh = prepare_shared(cfg, preset, sc)  # every stage must be cached: run `bench run` first
-    ex = stage_extractor("mri", sh.ds, seed=0, preset=preset.base, weights_path=None, sc=sc)
+def main(out: str, spec: str, preset_name: str, prior_names: list[str], n: int = 500,
+         precision: str | None = None) -> None:
+    cfg, sc, sh, ex = cached_setting(out, spec, preset_name, precision)
     test = sh.ds.splits["test"]
     ctx, B = scoring_context(cfg, sh, ex, n, sc)  # the real side (A) and the rest, as `bench run`
     fa = ctx.real_feats
@@ -43,6 +38,7 @@ def main(out: str, spec: str, preset_name: str, prior_names: list[str], n: int =
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 4:
+    args, precision = precision_arg(sys.argv)
+    if len(args) < 4:
         sys.exit(__doc__)
-    main(sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:])
+    main(args[1], args[2], args[3], args[4:], precision=precision)

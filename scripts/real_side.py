@@ -1,7 +1,7 @@
 """FD-mri and KID of one setting's rows against two real sides: the test images themselves,
 and the backbone's decodings of their codes (what `bench run` compares with). From cached
 artefacts only (the README's "Compared with decoded test codes" table).
-Usage: python scripts/real_side.py OUT SPEC PRESET PRIOR...
+Usage: python scripts/real_side.py OUT SPEC PRESET PRIOR... [--precision P]
 Example: python scripts/real_side.py results-std adni:../shared/data/adni/AD_NC standard uniform"""
 import glob
 import sys
@@ -10,20 +10,14 @@ import numpy as np
 import torch
 
 from bench.metrics.distribution import frechet_distance, kid
-from bench.presets import get_preset
-from bench.progress import RichProgress
-from bench.run import RunConfig, open_store, prepare_shared
-from bench.stages import StageContext, stage_extractor
 from bench.store import load_tensors
+from cached_setting import CPU as cpu, cached_setting, precision_arg
 from vqvae.train import decode_codes, to_float
 
 
-def main(out: str, spec: str, preset_name: str, prior_names: list[str], n: int = 500) -> None:
-    cpu = torch.device("cpu")
-    cfg, preset = RunConfig(dataset=spec, out=out, preset=preset_name, device="cpu"), get_preset(preset_name)
-    sc = StageContext(store=open_store(cfg.out), device=cpu, progress=RichProgress(enabled=False))
-    sh = prepare_shared(cfg, preset, sc)  # every stage must be cached: run `bench run` first
-    ex = stage_extractor("mri", sh.ds, seed=0, preset=preset.base, weights_path=None, sc=sc)
+def main(out: str, spec: str, preset_name: str, prior_names: list[str], n: int = 500,
+         precision: str | None = None) -> None:
+    _, _, sh, ex = cached_setting(out, spec, preset_name, precision)
     test, codes = sh.ds.splits["test"], sh.export.codes
     order = np.random.default_rng(7).permutation(len(test))
     a, b = np.sort(order[:n]), np.sort(order[n:2 * n])
@@ -47,6 +41,7 @@ def main(out: str, spec: str, preset_name: str, prior_names: list[str], n: int =
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 5:
+    args, precision = precision_arg(sys.argv)
+    if len(args) < 5:
         sys.exit(__doc__)
-    main(sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:])
+    main(args[1], args[2], args[3], args[4:], precision=precision)
