@@ -125,6 +125,22 @@ def report(out: Path = typer.Option(RESULTS, help="Results folder to read."),
     out_console.print(f"wrote {path}")
 
 
+@app.command()
+@user_errors
+def migrate(out: Path = typer.Option(RESULTS, help="Results folder to migrate in place.")) -> None:
+    """Bring a results folder of an earlier version up to date without refitting: the fitted
+    priors of old runs become fit artefacts, records of an older scoring definition move to
+    OUT/superseded/runs. Re-run the same `bench run` commands afterwards to re-score."""
+    if not out.is_dir():
+        raise BenchError(f"{out} is not a results folder (no such directory)")
+    from bench.migrate import migrate as migrate_folder
+    done = migrate_folder(out)
+    for item in done.skipped:
+        err_console.print(f"[yellow]warning:[/] left in place: {item}")
+    out_console.print(f"{len(done.fits)} fit(s) written, {len(done.found)} already stored; "
+                      f"{len(done.moved)} record(s) moved to {out / 'superseded' / 'runs'}")
+
+
 @app.command("priors")
 @user_errors
 def list_priors() -> None:

@@ -28,12 +28,12 @@ from bench.errors import ArtefactError, BenchError
 from bench.extractors import stored_extractor
 from bench.presets import Preset, get_preset
 from bench.progress import RichProgress, err_console
-from bench.run import (REFERENCE, RunConfig, RunResult, device_name,
+from bench.run import (REFERENCE, WEIGHTS, RunConfig, RunResult, device_name,
                        n_scored, open_store, resolve_device)
 from bench.sampling import bits_per_code_on, code_set
 from bench.scoring import REAL_SIDE, ScoringContext, make_context, score_codes
 from bench.stages import StageContext, backbone_scores, stage_data, stage_export
-from bench.store import MANIFEST, Artefact, Store, read_json
+from bench.store import MANIFEST, Artefact, Store, load_tensors, read_json
 from priors import Prior
 from vqvae import VQVAE, CheckpointError, CodeExport, load_backbone
 from vqvae.train import to_float
@@ -204,10 +204,19 @@ def base_record(run: FinishedRun, other: Other, ctx: ScoringContext) -> dict[str
 
 def stored_prior(run: FinishedRun, tensors: dict[str, torch.Tensor], export: CodeExport,
                  num_classes: int, device: torch.device) -> Prior:
-    """The run's fitted prior from its recorded config and stored weights (never refitted)."""
+    """The run's fitted prior from its recorded config and stored weights (never refitted):
+    its fit artefact's, or, in a run stored before fits were artefacts of their own, the run's."""
     r = run.record
     cls = priors.get_prior(r["prior"])
-    state = {k.removeprefix("prior/"): v for k, v in tensors.items() if k.startswith("prior/")}
+    if "fit" in r["artefacts"]:
+        try:
+            Store(run.root).verify_dir(run.artefact("fit"))
+        except ArtefactError as e:
+            raise ArtefactError(f"the fitted prior of run {r['run_id']} is not usable "
+                                f"({' '.join(str(e).split())[:200]})") from None
+        state = load_tensors(run.artefact("fit") / WEIGHTS)
+    else:
+        state = {k.removeprefix("prior/"): v for k, v in tensors.items() if k.startswith("prior/")}
     try:  # JSON keeps tuples as lists; prior configs are flat frozen dataclasses
         config = cls.Config(**{k: tuple(v) if isinstance(v, list) else v
                                for k, v in r["config"].items()})
@@ -236,8 +245,8 @@ def bits_on_other(run: FinishedRun, tensors: dict[str, torch.Tensor], other: Oth
 
 def reference_row(run: FinishedRun, other: Other, model: VQVAE, ctx: ScoringContext,
                   rest: np.ndarray, art: Artefact, sc: StageContext) -> dict[str, Any]:
-    """The run's backbone reconstructing held-out test images of the other dataset (`rest`,
-    disjoint from those scored against), scored exactly like the samples."""
+    """The run's backbone reconstructing test images of the other dataset (`rest`, the other
+    half of its test subjects from those scored against), scored exactly like the samples."""
     test = other.ds.splits["test"]
     codes = other.export.codes["test"][torch.from_numpy(rest)]
     labels = torch.from_numpy(np.asarray(test.labels)[rest]) if other.labelled else None
@@ -291,7 +300,7 @@ def score_run(cfg: ScoreConfig, *, progress: RichProgress | None = None) -> RunR
     ds = stage_data(cfg.against, data_cfg, sc)
     check_other_data(cfg, run, ds, source_key)
     n = n_scored(RunConfig(dataset=cfg.against, n_samples=len(tensors["samples/codes"])),
-                 preset, ds)
+                 preset, ds, seed=data_cfg.seed)
     arts = against_artefacts(run, ds, extractor.id, n)
     if sc.store.exists(arts["prior"]) and not cfg.force:
         err_console.print(f"score: finished record found at {sc.store.dir(arts['prior'])}; "
@@ -305,7 +314,8 @@ def score_run(cfg: ScoreConfig, *, progress: RichProgress | None = None) -> RunR
     ctx, rest = make_context(test.images, test.labels if other.labelled else None, None,
                              other.export.codes["test"], other.export.num_codes, extractor,
                              ds.label_names if other.labelled else (), n=n,
-                             seed=data_cfg.seed, backbone=model, device=sc.device)
+                             seed=data_cfg.seed, subjects=test.subjects, strata=test.labels,
+                             backbone=model, device=sc.device)
     reference = reference_row(run, other, model, ctx, rest, arts["reference"], sc)
     record, built = rescored_row(run, other, model, ctx, tensors, n, arts["prior"], sc)
     return RunResult(record, sc.store.dir(arts["prior"]), cached=not built, ceilings=(reference,))

@@ -21,17 +21,18 @@ import torch
 import priors
 from bench import records
 from bench.data import DataConfig, ImageDataset, dataset_identity
-from bench.errors import BenchError
+from bench.errors import ArtefactError, BenchError
 from bench.extractors import check_extractor
 from bench.extractors.base import FeatureExtractor
 from bench.presets import Preset, get_preset
 from bench.progress import RichProgress, err_console
 from bench.sampling import bits_per_code_on, code_set, sample_labels, sample_prior
-from bench.scoring import (REAL_SIDE, SampleSet, ScoringContext, make_context, score_codes,
-                           score_samples)
+from bench.scoring import (REAL_SIDE, SampleSet, ScoringContext, halves_capacity, make_context,
+                           score_codes, score_samples)
 from bench.stages import (StageContext, backbone_scores, check_precision, precision_keyed,
                           stage_backbone, stage_data, stage_export, stage_extractor)
-from bench.store import Artefact, Store
+from bench.store import (Artefact, Store, load_tensors, read_json, save_tensors,
+                         write_json_atomic)
 from bench.torchrun import Ranks, check_batches, session
 from bench.validate import preflight
 from priors import Prior
@@ -98,16 +99,24 @@ def build_prior(cfg: RunConfig, preset: Preset, export: CodeExport, device: torc
                codebook=export.codebook, device=device)
 
 
-def run_artefact(cfg: RunConfig, preset: Preset, prior: Prior, export: CodeExport,
-                 extractor_id: str, n_samples: int) -> Artefact:
+def fit_artefact(cfg: RunConfig, preset: Preset, prior: Prior, export: CodeExport) -> Artefact:
+    """The fitted prior: keyed by what the fit depends on (not by how it is scored), so that a
+    change of scoring re-scores stored fits instead of training them again."""
     config = dataclasses.asdict(prior.config)
     if "precision" in config:  # keyed as it resolved on this device, not as configured
         config = precision_keyed(config, prior.training_precision())
-    return Artefact.of("runs", {"prior": cfg.prior, "config": config,
+    return Artefact.of("fits", {"prior": cfg.prior, "config": config,
                                 "export": export.export_hash, "seed": cfg.seed,
-                                "condition": cfg.condition, "extractor": extractor_id,
-                                "n_samples": n_samples, "preset": preset_identity(preset),
-                                "real_side": REAL_SIDE},
+                                "condition": cfg.condition, "preset": preset_identity(preset)},
+                       prefix=f"{cfg.prior}-", digits=12)
+
+
+def run_artefact(cfg: RunConfig, preset: Preset, prior: Prior, export: CodeExport,
+                 extractor_id: str, n_samples: int) -> Artefact:
+    """A run: its fit's n samples scored with one extractor against one real side."""
+    fit = fit_artefact(cfg, preset, prior, export)
+    return Artefact.of("runs", {"fit": fit.key, "extractor": extractor_id,
+                                "n_samples": n_samples, "real_side": REAL_SIDE},
                        prefix=f"{cfg.prior}-", digits=12)
 
 
@@ -139,15 +148,16 @@ class Shared:
     backbone: dict[str, float]  # recon SSIM / PSNR, code usage
 
 
-REFERENCE = "reference (recon of held-out test)"
+REFERENCE = "reference (recon of other test subjects)"
 DATA_CEILING = "reference (decoded train grids)"
 
 
 def ceiling_rows(cfg: RunConfig, shared: Shared, ctx: ScoringContext, rest: np.ndarray,
                  sc: StageContext) -> tuple[dict[str, Any], ...]:
     """The two ceilings every table carries, scored exactly like samples:
-    - REFERENCE: the backbone's reconstructions of held-out real test images (`rest`, disjoint
-      from the real images scored against): a prior that modelled the test distribution;
+    - REFERENCE: the backbone's reconstructions of real test images of the other half of the
+      test subjects (`rest`: no subject of the real side scored against): a prior that modelled
+      the test population perfectly (it, too, meets only new subjects);
     - DATA_CEILING: the decoded codes of real training grids, drawn from the training images
       memorisation compares against: a prior that learnt its training split perfectly (its
       memorised share is high by construction)."""
@@ -229,8 +239,8 @@ def warn_if_splits_differ(reference: dict[str, Any], ceiling: dict[str, Any], ex
     if splits_differ(reference["scores"], ceiling["scores"], ratio):
         err_console.print(
             f"[yellow]warning:[/] train and test differ: FD-{extractor} of decoded training grids "
-            f"is {fd_data:.3g}, over {ratio:g}x the {fd_ref:.3g} of held-out test reconstructions; "
-            f"a prior that learns its training split cannot reach the reference row")
+            f"is {fd_data:.3g}, over {ratio:g}x the {fd_ref:.3g} of reconstructions of other test "
+            f"subjects; a prior that learns its training split cannot reach the reference row")
 
 
 def base_record(cfg: RunConfig, shared: Shared, ctx: ScoringContext) -> dict[str, Any]:
@@ -240,7 +250,7 @@ def base_record(cfg: RunConfig, shared: Shared, ctx: ScoringContext) -> dict[str
             "seed": cfg.seed, "backbone_hash": shared.export.backbone_hash,
             "export_hash": shared.export.export_hash, "num_codes": shared.export.num_codes,
             "grid": list(shared.export.grid), "backbone": shared.backbone,
-            "artefacts": shared.artefacts,
+            "artefacts": shared.artefacts,  # + "fit" in a prior's run record
             "extractor": {"name": ctx.extractor.name, "id": ctx.extractor.id},
             "real_side": REAL_SIDE, "condition": cfg.condition, "versions": records.versions()}
 
@@ -264,18 +274,24 @@ def check_options(cfg: RunConfig, ds: ImageDataset | None = None) -> None:
                          f"have no training images; a conditional prior cannot learn them")
 
 
-def n_scored(cfg: RunConfig, preset: Preset, ds: ImageDataset) -> int:
-    n_test = len(ds.splits["test"])
+def n_scored(cfg: RunConfig, preset: Preset, ds: ImageDataset, seed: int | None = None) -> int:
+    """Samples scored: the preset's (or --n-samples), at most what each half of the test
+    subjects holds (`seed`: the halves' seed; None: the run's backbone seed)."""
+    test = ds.splits["test"]
     wanted = cfg.n_samples or preset.n_samples
-    n = min(wanted, n_test // 2)
+    halves = halves_capacity(test.subjects, test.labels,
+                             cfg.backbone_seed if seed is None else seed)
+    n = min(wanted, *halves)
     if n < 4:
         raise BenchError(f"scoring needs at least 4 samples against 4 real test images (k-NN "
-                         f"precision / recall); {cfg.dataset!r} has {n_test} test images and "
-                         f"{wanted} samples were asked for")
+                         f"precision / recall) from each half of the test subjects; "
+                         f"{cfg.dataset!r} has {len(test)} test images, halves of "
+                         f"{halves[0]} and {halves[1]}, and {wanted} samples were asked for")
     if n < wanted:
-        err_console.print(f"[yellow]note:[/] {wanted} samples asked for, {n} scored: the real "
-                          f"side needs two disjoint sets of n test images (scored against, and "
-                          f"the reference row) and the test split has {n_test}")
+        err_console.print(f"[yellow]note:[/] {wanted} samples asked for, {n} scored: samples "
+                          f"are compared with n test images of one half of the test subjects "
+                          f"and the reference row takes n of the other; the halves hold "
+                          f"{halves[0]} and {halves[1]}")
     return n
 
 
@@ -300,7 +316,8 @@ def scoring_context(cfg: RunConfig, shared: Shared, extractor: FeatureExtractor,
     return make_context(test.images, test.labels, shared.ds.splits["train"].images,
                         shared.export.codes["test"], shared.export.num_codes, extractor,
                         shared.ds.label_names if cfg.condition == "label" else (),
-                        n=n, seed=cfg.backbone_seed, backbone=shared.model, store=sc.store,
+                        n=n, seed=cfg.backbone_seed, subjects=test.subjects,
+                        strata=test.labels, backbone=shared.model, store=sc.store,
                         force=sc.force_for(f"threshold|{shared.export.export_hash}|{n}"),
                         device=sc.device)
 
@@ -319,7 +336,7 @@ def run_benchmark(cfg: RunConfig, *, progress: RichProgress | None = None,
     preflight(prior, test_codes.codes, test_codes.labels)
     n = n_scored(cfg, preset, shared.ds)
     if not sc.ranks.lead:
-        return follow_run(cfg, prior, shared, n, sc)
+        return follow_run(cfg, preset, prior, shared, n, sc)
     extractor = stage_extractor(cfg.extractor, shared.ds, seed=cfg.backbone_seed,
                                 preset=preset.base, weights_path=cfg.fid_weights, sc=sc)
     art = run_artefact(cfg, preset, prior, shared.export, extractor.id, n)
@@ -335,24 +352,26 @@ def run_benchmark(cfg: RunConfig, *, progress: RichProgress | None = None,
     ceilings = ceiling_rows(cfg, shared, ctx, rest, sc.alone())
 
     def build(directory: Path) -> None:
-        record, tensors = fit_and_score(cfg, prior, shared, ctx, n, sc, art)
-        records.writer(record | base_record(cfg, shared, ctx) | {"run_id": art.name},
-                       tensors)(directory)
+        fitted = stage_fit(cfg, preset, prior, shared.export, sc)
+        record, tensors = sample_and_score(cfg, prior, fitted, shared, ctx, n, sc)
+        base = base_record(cfg, shared, ctx)
+        records.writer(record | base | {"run_id": art.name, "artefacts": base["artefacts"]
+                                        | {"fit": fitted["artefact"]}}, tensors)(directory)
 
     record, built = sc.build(art, build, records.read, collective=True)
     return RunResult(record, sc.store.dir(art), cached=not built, ceilings=ceilings)
 
 
-def follow_run(cfg: RunConfig, prior: Prior, shared: Shared, n: int,
+def follow_run(cfg: RunConfig, preset: Preset, prior: Prior, shared: Shared, n: int,
                sc: StageContext) -> RunResult:
-    """A rank > 0 under torchrun: fit and sample with rank 0 when it fits this run, then read
-    the record rank 0 wrote (its ceiling rows are left to rank 0)."""
+    """A rank > 0 under torchrun: fit (or load the fit) and sample with rank 0 when it builds
+    this run, then read the record rank 0 wrote (its ceiling rows are left to rank 0)."""
     art, cached = sc.ranks.share(None, tag="run")
     if cached:
         return RunResult(sc.store.read(art, records.read), sc.store.dir(art), cached=True)
 
     def build(_: Path) -> None:  # into a scratch folder: rank 0 writes the record
-        fit_prior(cfg, prior, shared.export, sc, checkpoint=None)
+        stage_fit(cfg, preset, prior, shared.export, sc)
         sample_prior(prior, n, seed=cfg.seed, ranks=sc.ranks,
                      labels=sample_labels(n, shared.export, cfg.condition == "label"))
 
@@ -419,37 +438,84 @@ def fit_prior(cfg: RunConfig, prior: Prior, export: CodeExport, sc: StageContext
     return fit_summary, fit_summary.get("train_wall_s", time.perf_counter() - t0)
 
 
-def fit_and_score(cfg: RunConfig, prior: Prior, shared: Shared, ctx: ScoringContext, n: int,
-                  sc: StageContext, art: Artefact) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+FIT = "fit.json"  # a fit artefact: what the fit recorded ...
+WEIGHTS = "weights.safetensors"  # ... and the prior's state dict
+
+
+def stage_fit(cfg: RunConfig, preset: Preset, prior: Prior, export: CodeExport,
+              sc: StageContext) -> dict[str, Any]:
+    """`prior` fitted on the train split: trained (checkpointed, resumable) and stored with its
+    test bits/code, or its stored weights loaded. Returns what the fit recorded. Under torchrun
+    every rank trains; rank 0 measures bits/code and writes, the others load what it wrote."""
+    art = fit_artefact(cfg, preset, prior, export)
     conditional = cfg.condition == "label"
+
+    def build(directory: Path) -> None:
+        before = set(sc.progress.history)
+        fit_summary, fit_s = fit_prior(cfg, prior, export, sc,
+                                       checkpoint=sc.checkpoint(art) if sc.ranks.lead else None)
+        if not sc.ranks.lead:
+            return  # a scratch folder: rank 0 writes the fit
+        sync(sc.device)
+        t0 = time.perf_counter()
+        bits = bits_per_code_on(prior, code_set(export, "test", conditional))
+        sync(sc.device)
+        save_tensors(directory / WEIGHTS, prior.state_dict())
+        write_json_atomic(directory / FIT, {
+            "prior": cfg.prior, "config": dataclasses.asdict(prior.config), "fit": fit_summary,
+            "fit_s": fit_s, "bits_per_code": bits, "bits_s": time.perf_counter() - t0,
+            "num_parameters": prior.num_parameters(),
+            "device": device_name(sc.device, sc.ranks.world),
+            "curves": {curve_name(k): sc.progress.curve(k) for k in sc.progress.history
+                       if k not in before},
+            "export_hash": export.export_hash, "seed": cfg.seed, "condition": cfg.condition,
+            "versions": records.versions()})
+
+    def load(directory: Path) -> dict[str, Any]:
+        fitted = read_json(directory / FIT)
+        try:
+            prior.load_state_dict(load_tensors(directory / WEIGHTS))
+        except (RuntimeError, KeyError) as e:
+            raise ArtefactError(f"{directory} does not load into {cfg.prior!r} "
+                                f"({' '.join(str(e).split())[:200]})") from None
+        return fitted | {"artefact": f"{art.kind}/{art.name}"}
+
+    fitted, built = sc.build(art, build, load, collective=True)
+    if not built and sc.ranks.lead:
+        err_console.print(f"{cfg.prior}: fitted prior found at {sc.store.dir(art)}")
+    return fitted
+
+
+def sample_and_score(cfg: RunConfig, prior: Prior, fitted: dict[str, Any], shared: Shared,
+                     ctx: ScoringContext, n: int,
+                     sc: StageContext) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """The run record of a fitted prior: n samples drawn, decoded and scored."""
     export, device = shared.export, sc.device
-    before = set(sc.progress.history)
-    fit_summary, fit_s = fit_prior(cfg, prior, export, sc, checkpoint=sc.checkpoint(art))
-    sync(device)
-    t_fit = time.perf_counter()
-    bits = bits_per_code_on(prior, code_set(export, "test", conditional))
-    labels = sample_labels(n, export, conditional)
+    labels = sample_labels(n, export, cfg.condition == "label")
     sync(device)
     t0 = time.perf_counter()
     codes = sample_prior(prior, n, seed=cfg.seed, labels=labels, ranks=sc.ranks)
     images = decode_codes(shared.model, codes, device=device)
     sync(device)
     sample_s = time.perf_counter() - t0
-    err_console.print(f"{cfg.prior}: fit {fit_s:.1f}s, {n} samples in {sample_s:.1f}s; scoring")
+    err_console.print(f"{cfg.prior}: fit {fitted['fit_s']:.1f}s, {n} samples in "
+                      f"{sample_s:.1f}s; scoring")
     scores = score_samples(SampleSet(images, codes, labels), ctx, seed=cfg.seed)
     sync(device)
-    done = time.perf_counter()
-    scores |= {"bits_per_code": bits, "fit_s": fit_s, "samples_per_s": n / sample_s,
-               "num_parameters": float(prior.num_parameters())}
-    record = {"kind": "prior", "prior": cfg.prior, "config": dataclasses.asdict(prior.config),
-              "scores": scores, "fit": fit_summary,
-              # wall seconds of what follows the fit: test bits/code, sampling + decoding, scores
-              "timing": {"bits_s": t0 - t_fit, "sample_s": sample_s,
-                         "score_s": done - t0 - sample_s, "after_fit_s": done - t_fit},
-              "device": device_name(device, sc.ranks.world),
-              "curves": {curve_name(k): sc.progress.curve(k) for k in sc.progress.history
-                         if k not in before}}
-    tensors = {f"prior/{k}": v for k, v in prior.state_dict().items()} | {"samples/codes": codes}
+    score_s = time.perf_counter() - t0 - sample_s
+    scores |= {"bits_per_code": fitted["bits_per_code"], "fit_s": fitted["fit_s"],
+               "samples_per_s": n / sample_s, "num_parameters": float(fitted["num_parameters"])}
+    record = {"kind": "prior", "prior": cfg.prior, "config": fitted["config"],
+              "scores": scores, "fit": fitted["fit"],
+              # wall seconds of what follows the fit: test bits/code (measured with the fit),
+              # sampling + decoding, scores
+              # (a fit migrated from a run recorded before timings has no bits_s: None)
+              "timing": {"bits_s": fitted["bits_s"], "sample_s": sample_s, "score_s": score_s,
+                         "after_fit_s": None if fitted["bits_s"] is None
+                         else fitted["bits_s"] + sample_s + score_s},
+              "device": device_name(device, sc.ranks.world), "fit_device": fitted["device"],
+              "curves": fitted["curves"]}
+    tensors = {"samples/codes": codes}
     if labels is not None:
         tensors["samples/labels"] = labels
     return record, tensors

@@ -42,18 +42,63 @@ class ScoringContext:
     label_names: tuple[str, ...] = ()
 
 
-REAL_SIDE = "decoded test codes"  # what every run key's scores are compared against (key field)
+# what every run key's scores are compared against (key field, and the tables' titles): n test
+# images of one half of the test subjects, decoded from their codes; the reference row comes from
+# the other half (`subject_halves`)
+REAL_SIDE = "decoded test codes of half the test subjects"
+
+
+def subject_halves(subjects: np.ndarray, labels: np.ndarray | None,
+                   seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Test image indices of two halves of the test subjects, no subject in both: samples are
+    compared against images of the first, the reference row's reconstructions come from the
+    second. A reference that shared subjects with the real side would score as if a prior had
+    reproduced those very subjects (on mni, 50 test subjects: FD-mri 0.14 against 0.31 from
+    other subjects), while priors, like the data-ceiling row, only ever meet new ones.
+
+    Subjects are dealt in a seeded order, class by class (a subject's first label), each to the
+    half with fewer images of its class so far (a tie: fewer images in all), so that both halves
+    hold every class alike and about as many images. A split with fewer than two subjects is
+    halved by image."""
+    subjects = np.asarray(subjects).astype(str)
+    names, first, inverse = np.unique(subjects, return_index=True, return_inverse=True)
+    if len(names) < 2:
+        names, first, inverse = np.arange(len(subjects)), np.arange(len(subjects)), \
+            np.arange(len(subjects))
+    counts = np.bincount(inverse, minlength=len(names))
+    strata = np.zeros(len(names), np.int64) if labels is None else np.asarray(labels)[first]
+    rng = np.random.default_rng(seed)
+    half = np.zeros(len(names), np.int64)
+    totals = [0, 0]
+    for stratum in np.unique(strata):
+        sizes = [0, 0]
+        for s in rng.permutation(np.flatnonzero(strata == stratum)):
+            # the half with fewer images of this class; on a tie, fewer images in all
+            side = int(sizes[1] < sizes[0]) if sizes[0] != sizes[1] else int(totals[1] < totals[0])
+            half[s] = side
+            sizes[side] += counts[s]
+            totals[side] += counts[s]
+    mine = half[inverse]
+    return np.flatnonzero(mine == 0), np.flatnonzero(mine == 1)
+
+
+def halves_capacity(subjects: np.ndarray, labels: np.ndarray | None, seed: int) -> tuple[int, int]:
+    """How many test images each half of `subject_halves` holds."""
+    a, b = subject_halves(subjects, labels, seed)
+    return len(a), len(b)
 
 
 def make_context(test_images: np.ndarray, test_labels: np.ndarray | None,
                  train_images: np.ndarray | None,
                  test_codes: Tensor, num_codes: int, extractor: FeatureExtractor,
-                 label_names: tuple[str, ...], *, n: int, seed: int,
+                 label_names: tuple[str, ...], *, n: int, seed: int, subjects: np.ndarray,
+                 strata: np.ndarray | None = None,
                  backbone: VQVAE | None = None, max_train: int = 4000,
                  store: Store | None = None, force: bool = False,
                  device: torch.device = torch.device("cpu")) -> tuple[ScoringContext, np.ndarray]:
-    """Pick n real test images (seeded); return the context and the test indices left over
-    (disjoint from the chosen ones) from which the reference row's reconstructions come.
+    """Pick n real test images of one half of the test subjects (seeded; `subjects` and the
+    class `strata` per test image, see `subject_halves`); return the context and n test indices
+    of the other half, from which the reference row's reconstructions come.
 
     With `backbone`, the side samples are compared against (FD, KID, precision, recall,
     NN-SSIM) is its decoding of those test images' codes, not the images: samples are
@@ -63,8 +108,13 @@ def make_context(test_images: np.ndarray, test_labels: np.ndarray | None,
     `store`: where the memorisation threshold (every real image's nearest train image) is
     kept, keyed by the images' bytes. `train_images` None: no memorisation score (samples
     re-scored against another dataset than the one they were trained on)."""
-    order = np.random.default_rng(seed).permutation(len(test_images))
-    chosen, rest = np.sort(order[:n]), np.sort(order[n:2 * n])
+    half_a, half_b = subject_halves(subjects, strata, seed)
+    if min(len(half_a), len(half_b)) < n:
+        raise ValueError(f"{n} images asked of each half of the test subjects, which hold "
+                         f"{len(half_a)} and {len(half_b)}")
+    rng = np.random.default_rng(seed)
+    chosen, rest = np.sort(rng.choice(half_a, n, replace=False)), \
+        np.sort(rng.choice(half_b, n, replace=False))
     images = to_float(np.asarray(test_images[chosen]), device)  # image metrics run on `device`
     if train_images is None:
         train, train_pick, threshold = None, np.zeros(0, np.int64), math.nan

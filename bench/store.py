@@ -7,7 +7,9 @@ Layout under the results root (every artefact is a folder named by its content k
     exports/<key>/      the code grids of every split under one backbone
     extractors/<key>/   a trained feature extractor
     scores/<key>/       small derived numbers (memorisation threshold, backbone scores)
-    runs/<name>/        one scored prior run or reference row (record.json + tensors)
+    fits/<name>/        one fitted prior (weights + fit.json: summary, curves, test bits/code)
+    runs/<name>/        one scored prior run (a fit's samples and scores) or reference row
+    superseded/runs/    records of an older scoring definition, moved there by `bench migrate`
     sweeps/<time-id>/   the submitit job files and logs of one `bench sweep`
     .staging/ .aside/ .partial/ .locks/   work in progress: never read as finished
 
@@ -45,7 +47,7 @@ from bench.errors import ArtefactError, BenchError
 
 STORE_FORMAT = 1  # bump when the layout or a manifest field changes meaning
 MANIFEST = "MANIFEST.json"
-KINDS = ("data", "backbones", "exports", "extractors", "scores", "runs")
+KINDS = ("data", "backbones", "exports", "extractors", "scores", "fits", "runs")
 HIDDEN = (".staging", ".aside", ".partial", ".locks")
 T = TypeVar("T")
 

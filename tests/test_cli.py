@@ -54,7 +54,7 @@ def test_run_writes_a_record_with_every_score(results):
     assert recs["pixelcnn"]["backbone_hash"] == recs["uniform"]["backbone_hash"]
     assert "recon_ssim" in recs[REFERENCE]["scores"]
     assert recs[DATA_CEILING]["kind"] == "ceiling"
-    assert recs["pixelcnn"]["real_side"] == "decoded test codes"
+    assert recs["pixelcnn"]["real_side"] == "decoded test codes of half the test subjects"
     timing = recs["pixelcnn"]["timing"]  # what follows the fit, in parts that add up
     assert all(timing[k] >= 0 for k in ("bits_s", "sample_s", "score_s"))
     assert timing["after_fit_s"] == pytest.approx(timing["bits_s"] + timing["sample_s"]

@@ -86,7 +86,8 @@ def test_full_samples_are_scored_like_any_run(full_export):
     extractor = build_extractor("mri", train_images=train, cache_dir=tmp / "extractors",
                                 device=cpu, seed=0, preset="tiny")
     ctx, rest = make_context(ds.splits["test"].images, None, train, export.codes["test"],
-                             export.num_codes, extractor, (), n=4, seed=0)
+                             export.num_codes, extractor, (), n=4, seed=0,
+                             subjects=ds.splits["test"].subjects)
     codes = export.codes["test"][torch.from_numpy(rest)]
     scores = score_samples(SampleSet(decode_codes(model, codes, device=cpu), codes), ctx, seed=0)
     for key in ("fd", "kid", "nn_ssim", "precision", "recall", "memorisation", "diversity_ssim",

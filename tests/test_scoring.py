@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from bench.scoring import MIN_PER_CLASS, SampleSet, make_context, score_samples
+from bench.scoring import MIN_PER_CLASS, SampleSet, make_context, score_samples, subject_halves
 
 
 class PixelFeatures:
@@ -23,7 +23,8 @@ def images(n, seed):
 def context(n_real, labels):
     test = images(2 * n_real, 0)
     return make_context(test, labels, images(40, 1), torch.zeros(4, 4, 4, dtype=torch.long), 8,
-                        PixelFeatures(), ("AD", "NC"), n=n_real, seed=0)
+                        PixelFeatures(), ("AD", "NC"), n=n_real, seed=0,
+                        subjects=np.arange(2 * n_real), strata=labels)
 
 
 def samples(n, labels):
@@ -54,7 +55,7 @@ def test_a_context_without_training_images_scores_everything_but_memorisation():
     test = images(64, 0)
     with_train, _ = context(32, None)
     without, rest = make_context(test, None, None, torch.zeros(4, 4, 4, dtype=torch.long), 8,
-                                 PixelFeatures(), (), n=32, seed=0)
+                                 PixelFeatures(), (), n=32, seed=0, subjects=np.arange(64))
     assert without.train is None and len(rest) == 32
     full = score_samples(samples(32, None), with_train, seed=0)
     scores = score_samples(samples(32, None), without, seed=0)
@@ -90,10 +91,13 @@ def test_with_a_backbone_samples_are_compared_with_its_decodings_of_the_test_cod
     model.reset_parameters(0)
     test = images(64, 0)
     codes = torch.randint(0, 8, (64, 4, 4), generator=torch.Generator().manual_seed(5))
-    raw, rest = make_context(test, None, images(40, 1), codes, 8, PixelFeatures(), (), n=32, seed=0)
-    dec, rest2 = make_context(test, None, images(40, 1), codes, 8, PixelFeatures(), (), n=32,
-                              seed=0, backbone=model)
-    chosen = np.sort(np.random.default_rng(0).permutation(64)[:32])
+    subjects = np.arange(64) // 2  # two images a subject
+    raw, rest = make_context(test, None, images(40, 1), codes, 8, PixelFeatures(), (), n=16, seed=0,
+                             subjects=subjects)
+    dec, rest2 = make_context(test, None, images(40, 1), codes, 8, PixelFeatures(), (), n=16,
+                              seed=0, subjects=subjects, backbone=model)
+    half, _ = subject_halves(subjects, None, 0)
+    chosen = np.sort(np.random.default_rng(0).choice(half, 16, replace=False))
     assert np.array_equal(rest, rest2)
     assert torch.equal(raw.real, torch.from_numpy(test[chosen]).unsqueeze(1).float() / 255)
     assert torch.allclose(dec.real, decode_codes(model, codes[torch.from_numpy(chosen)],
@@ -112,3 +116,34 @@ def test_train_and_test_differ_only_when_the_gap_is_large_and_beyond_sampling_no
     assert splits_differ(ref, {"fd": 0.5, "kid": 0.01, "kid_std": 0.0005})
     assert not splits_differ(ref, {"fd": 0.015, "kid": 0.01, "kid_std": 0.0005})  # under 2x
     assert splits_differ({"fd": 0.2}, {"fd": 5.8})  # records without KID: the ratio alone
+
+
+def test_subject_halves_share_no_subject_and_hold_every_class_alike():
+    rng = np.random.default_rng(3)
+    counts = rng.integers(1, 12, 60)  # subjects of 1 to 11 images
+    subjects = np.repeat([f"s{i:02d}" for i in range(60)], counts)
+    labels = np.repeat(np.arange(60) % 3 == 0, counts).astype(np.int64)  # 20 AD, 40 NC subjects
+    a, b = subject_halves(subjects, labels, seed=0)
+    assert sorted(np.concatenate([a, b]).tolist()) == list(range(len(subjects)))
+    assert not set(subjects[a]) & set(subjects[b])
+    assert abs(len(a) - len(b)) <= counts.max()
+    for c in (0, 1):
+        assert abs(int((labels[a] == c).sum()) - int((labels[b] == c).sum())) <= counts.max()
+    again = subject_halves(subjects, labels, seed=0)
+    assert np.array_equal(again[0], a) and not np.array_equal(subject_halves(subjects, labels, 1)[0], a)
+
+
+def test_one_subject_is_halved_by_image():
+    a, b = subject_halves(np.array(["only"] * 9), None, seed=0)
+    assert len(a) + len(b) == 9 and abs(len(a) - len(b)) == 1
+
+
+def test_the_reference_rows_images_come_from_other_subjects_than_the_real_side():
+    test = images(80, 0)
+    subjects = np.repeat(np.arange(8), 10)  # 8 subjects of 10 slices: 4 a half
+    ctx, rest = make_context(test, None, None, torch.zeros(80, 4, 4, dtype=torch.long), 8,
+                             PixelFeatures(), (), n=30, seed=0, subjects=subjects)
+    real = {i for i in range(80)
+            if any(torch.equal(torch.from_numpy(test[i]).float() / 255, r[0]) for r in ctx.real)}
+    assert len(real) == 30 and len(rest) == 30
+    assert not set(subjects[sorted(real)]) & set(subjects[rest])

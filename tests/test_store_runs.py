@@ -44,7 +44,7 @@ def test_kill_9_during_training_resumes_to_the_same_scores(tmp_path):
                             stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
-        if list(out.glob(".partial/runs--*/checkpoint-*.pt")):  # inside the prior's fit
+        if list(out.glob(".partial/fits--*/checkpoint-*.pt")):  # inside the prior's fit
             break
         time.sleep(0.01)
     assert proc.poll() is None, "the run ended before a checkpoint of the fit was seen"

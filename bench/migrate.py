@@ -1,0 +1,119 @@
+"""`bench migrate`: bring a results folder written by an earlier version up to date without
+training anything again.
+
+Up to version 0.6 a run folder held the fitted prior's weights beside its samples and scores,
+under a key that included how it was scored. Now the fit is an artefact of its own (`fits/`,
+keyed by what the fit depends on) and a run is its fit's samples scored (`runs/`), so that a
+change of scoring re-scores stored fits instead of refitting them. This module
+
+1. turns the weights, fit summary and test bits/code of each old run of a prior into the fit
+   artefact the current `bench run` looks up for the same prior, config, export, seed, condition
+   and preset (the key computed by `bench.run.fit_artefact`, never guessed), and
+2. moves every record scored under another definition than the current one (`real_side`)
+   out of `runs/` into `superseded/runs/`, so that tables hold one definition; nothing is
+   deleted.
+
+The next `bench run` of the same command then samples and scores the stored fit. Every write
+goes through the store (locks, staging, manifests), so it may run beside other processes.
+"""
+
+from __future__ import annotations
+
+import os
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import priors
+from bench import records
+from bench.errors import ArtefactError
+from bench.run import FIT, WEIGHTS, RunConfig, fit_artefact
+from bench.scoring import REAL_SIDE
+import torch
+
+from bench.store import Store, save_tensors, write_json_atomic
+from vqvae import CheckpointError, load_export
+
+SUPERSEDED = "superseded"
+
+
+@dataclass
+class Migration:
+    fits: list[str] = field(default_factory=list)  # fit artefacts written (kind/name)
+    found: list[str] = field(default_factory=list)  # fits that were already stored
+    moved: list[str] = field(default_factory=list)  # records moved to superseded/runs
+    skipped: list[str] = field(default_factory=list)  # 'folder: why' left where they were
+
+
+def legacy_fit(record: dict[str, Any], tensors: dict[str, Any]) -> bool:
+    """Whether a run record holds its prior's weights itself (the layout before `fits/`)."""
+    return (record["kind"] == "prior" and not record.get("against")
+            and "fit" not in record.get("artefacts", {})
+            and any(k.startswith("prior/") for k in tensors))
+
+
+def fit_of(out: Path, record: dict[str, Any], tensors: dict[str, Any], store: Store,
+           report: Migration) -> None:
+    """The fit artefact of an old run of a prior, written from its weights and record."""
+    cls = priors.get_prior(record["prior"])
+    export_dir = out / record["artefacts"]["export"]
+    try:
+        export = load_export(export_dir, backbone=record["backbone_hash"])
+    except (CheckpointError, ArtefactError, OSError) as e:
+        raise ArtefactError(f"its code export {export_dir} does not load ({e})") from None
+    conditional = record["condition"] == "label"
+    config = cls.Config(**{k: tuple(v) if isinstance(v, list) else v
+                           for k, v in record["config"].items()})
+    prior = cls(config, num_codes=export.num_codes, grid=export.grid,
+                num_classes=len(export.label_names) if conditional else 0,
+                codebook=export.codebook, device=torch.device("cpu"))
+    state = {k.removeprefix("prior/"): v for k, v in tensors.items() if k.startswith("prior/")}
+    prior.load_state_dict(state)  # the weights belong to this prior and config
+    preset = types.SimpleNamespace(name=record["preset"], content_hash=record["preset_hash"])
+    cfg = RunConfig(prior=record["prior"], seed=record["seed"], condition=record["condition"])
+    art = fit_artefact(cfg, preset, prior, export)
+    if store.exists(art):
+        report.found.append(art.label)
+        return
+    scores, timing = record["scores"], record.get("timing", {})
+
+    def build(directory: Path) -> None:
+        save_tensors(directory / WEIGHTS, state)
+        write_json_atomic(directory / FIT, {
+            "prior": record["prior"], "config": record["config"], "fit": record["fit"],
+            "fit_s": scores["fit_s"], "bits_per_code": scores.get("bits_per_code"),
+            "bits_s": timing.get("bits_s"), "num_parameters": int(scores["num_parameters"]),
+            "device": record["device"], "curves": record.get("curves", {}),
+            "export_hash": record["export_hash"], "seed": record["seed"],
+            "condition": record["condition"], "versions": record.get("versions", {}),
+            "migrated_from": f"runs/{Path(record['path']).name}"})
+
+    store.get_or_build(art, build, lambda d: d)
+    report.fits.append(art.label)
+
+
+def migrate(out: Path) -> Migration:
+    """Migrate the results folder `out` (see the module's docstring)."""
+    store = Store(out).prepare()
+    report = Migration()
+    for directory in store.finished("runs"):
+        try:
+            store.verify_dir(directory)
+            record = records.read(directory)
+            if record.get("real_side") == REAL_SIDE:
+                continue  # current
+            tensors = records.read_tensors(directory)
+            if legacy_fit(record, tensors):
+                fit_of(out, record, tensors, store, report)
+        except (ArtefactError, KeyError, TypeError, ValueError, RuntimeError) as e:
+            report.skipped.append(f"{directory}: {' '.join(str(e).split())[:200]}")
+            continue
+        target = out / SUPERSEDED / "runs" / directory.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists():
+            report.skipped.append(f"{directory}: {target} exists already")
+            continue
+        os.replace(directory, target)  # a committed folder is never written again: safe to move
+        report.moved.append(f"runs/{directory.name}")
+    return report
