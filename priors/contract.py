@@ -329,8 +329,9 @@ RULES = [
          "reruns and resumed runs must draw the same samples", check_sample_seeded),
     Rule("labels-required", "sample", "a conditional prior must raise PriorError without labels",
          "silently unconditional samples would be scored per class", check_labels_required),
-    Rule("state-round-trip", "state_dict", ROUND_TRIP, "a run saves the prior's state beside "
-         "its record; it must be the whole prior", check_state_round_trip),
+    Rule("state-round-trip", "state_dict", ROUND_TRIP, "a fit is stored as the prior's state "
+         "and re-scored from it without fitting again; it must be the whole prior",
+         check_state_round_trip),
     Rule("log-prob-valid", "log_prob", "it must return (N,) finite log p in nats (< 0), or "
          "raise NoLikelihoodError", "bits/code is -mean(log_prob) / (h*w ln 2); bench run "
          "checks every batch", check_log_prob_valid),
