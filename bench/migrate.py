@@ -13,8 +13,9 @@ change of scoring re-scores stored fits instead of refitting them. This module
    out of `runs/` into `superseded/runs/`, so that tables hold one definition; nothing is
    deleted.
 
-The next `bench run` of the same command then samples and scores the stored fit. Every write
-goes through the store (locks, staging, manifests), so it may run beside other processes.
+The next `bench run` of the same command then samples and scores the stored fit. Fits are
+written through the store (locks, staging, manifests); a record is moved by one rename, so a
+process reading the folder meanwhile sees it either in `runs/` or gone, never half-moved.
 """
 
 from __future__ import annotations
@@ -46,16 +47,18 @@ class Migration:
     skipped: list[str] = field(default_factory=list)  # 'folder: why' left where they were
 
 
-def legacy_fit(record: dict[str, Any], tensors: dict[str, Any]) -> bool:
-    """Whether a run record holds its prior's weights itself (the layout before `fits/`)."""
+def legacy_fit(record: dict[str, Any]) -> bool:
+    """Whether a run record holds its prior's weights itself (the layout before `fits/`; a
+    prior without weights, like uniform, holds none)."""
     return (record["kind"] == "prior" and not record.get("against")
-            and "fit" not in record.get("artefacts", {})
-            and any(k.startswith("prior/") for k in tensors))
+            and "fit" not in record.get("artefacts", {}))
 
 
-def fit_of(out: Path, record: dict[str, Any], tensors: dict[str, Any], store: Store,
-           report: Migration) -> None:
-    """The fit artefact of an old run of a prior, written from its weights and record."""
+def fit_of(out: Path, record: dict[str, Any], tensors: dict[str, Any], deps: dict[str, Any],
+           store: Store, report: Migration) -> None:
+    """The fit artefact of an old run of a prior, written from its weights and record, under
+    the key a current `bench run` computes; the training precision is the one the old run's key
+    (`deps`) resolved on the device it trained on, not this machine's."""
     cls = priors.get_prior(record["prior"])
     export_dir = out / record["artefacts"]["export"]
     try:
@@ -72,7 +75,8 @@ def fit_of(out: Path, record: dict[str, Any], tensors: dict[str, Any], store: St
     prior.load_state_dict(state)  # the weights belong to this prior and config
     preset = types.SimpleNamespace(name=record["preset"], content_hash=record["preset_hash"])
     cfg = RunConfig(prior=record["prior"], seed=record["seed"], condition=record["condition"])
-    art = fit_artefact(cfg, preset, prior, export)
+    art = fit_artefact(cfg, preset, prior, export,
+                       precision=(deps.get("config") or {}).get("precision"))
     if store.exists(art):
         report.found.append(art.label)
         return
@@ -97,23 +101,34 @@ def migrate(out: Path) -> Migration:
     """Migrate the results folder `out` (see the module's docstring)."""
     store = Store(out).prepare()
     report = Migration()
+    found = []
     for directory in store.finished("runs"):
         try:
-            store.verify_dir(directory)
-            record = records.read(directory)
-            if record.get("real_side") == REAL_SIDE:
-                continue  # current
-            tensors = records.read_tensors(directory)
-            if legacy_fit(record, tensors):
-                fit_of(out, record, tensors, store, report)
+            manifest = store.verify_dir(directory)
+            found.append((directory, records.read(directory), manifest))
+        except ArtefactError as e:
+            report.skipped.append(f"{directory}: {' '.join(str(e).split())[:200]}")
+    old = set()
+    for directory, record, manifest in found:
+        if record.get("real_side") == REAL_SIDE:
+            continue  # current
+        try:
+            if legacy_fit(record):
+                fit_of(out, record, records.read_tensors(directory), manifest.get("deps", {}),
+                       store, report)
         except (ArtefactError, KeyError, TypeError, ValueError, RuntimeError) as e:
             report.skipped.append(f"{directory}: {' '.join(str(e).split())[:200]}")
             continue
+        old.add(directory.name)
+    # a current `bench score` record of a run that moves would point at nothing: it moves too
+    old |= {d.name for d, r, _ in found
+            if Path((r.get("against") or {}).get("run", "")).name in old}
+    for directory in sorted(d for d, _, _ in found if d.name in old):
         target = out / SUPERSEDED / "runs" / directory.name
         target.parent.mkdir(parents=True, exist_ok=True)
         if target.exists():
             report.skipped.append(f"{directory}: {target} exists already")
             continue
-        os.replace(directory, target)  # a committed folder is never written again: safe to move
+        os.replace(directory, target)  # a committed folder is never written again: one rename
         report.moved.append(f"runs/{directory.name}")
     return report

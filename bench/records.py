@@ -1,4 +1,5 @@
-"""Run records: one artefact folder per run under `runs/` (record.json + weights and samples).
+"""Run records: one artefact folder per run under `runs/` (record.json + samples; a
+prior's weights are in the fit artefact its record names, `artefacts.fit`).
 
 Records are written through the store (staging, manifest, rename), so a record is either whole
 or absent, and readers never see an unfinished one. A record whose content is not a record

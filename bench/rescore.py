@@ -7,7 +7,7 @@ results folder by the paths and ids its record names, and its stored sample code
 with that backbone. Two records are written through the store, each an artefact of kind `runs`
 with an `against` field: the run's samples re-scored (with its prior's bits/code on the other
 test codes, when it has a likelihood), and a reference row, the backbone's reconstructions of
-held-out test images of the other dataset, scored the same way. Memorisation concerns the run's
+test images of the other half of the other dataset's test subjects, scored the same way. Memorisation concerns the run's
 training set: the re-scored row keeps the run's own value, the reference row has none.
 """
 

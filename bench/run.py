@@ -99,12 +99,16 @@ def build_prior(cfg: RunConfig, preset: Preset, export: CodeExport, device: torc
                codebook=export.codebook, device=device)
 
 
-def fit_artefact(cfg: RunConfig, preset: Preset, prior: Prior, export: CodeExport) -> Artefact:
+def fit_artefact(cfg: RunConfig, preset: Preset, prior: Prior, export: CodeExport, *,
+                 precision: str | None = None) -> Artefact:
     """The fitted prior: keyed by what the fit depends on (not by how it is scored), so that a
-    change of scoring re-scores stored fits instead of training them again."""
+    change of scoring re-scores stored fits instead of training them again. (The preset's
+    identity is in the key, so a preset file edited or renamed, even in its `n_samples` alone,
+    fits again.) `precision`: the resolved training precision to key on (`bench migrate`: the
+    one an old run recorded); None: the prior's, as it resolves on its device."""
     config = dataclasses.asdict(prior.config)
-    if "precision" in config:  # keyed as it resolved on this device, not as configured
-        config = precision_keyed(config, prior.training_precision())
+    if "precision" in config:  # keyed as it resolved on the device, not as configured
+        config = precision_keyed(config, precision or prior.training_precision())
     return Artefact.of("fits", {"prior": cfg.prior, "config": config,
                                 "export": export.export_hash, "seed": cfg.seed,
                                 "condition": cfg.condition, "preset": preset_identity(preset)},

@@ -66,9 +66,9 @@ class Ranks:
                 self._broadcast([(tag, "error", f"{type(e).__name__}: {e}")])
                 raise
         sent, kind, value = self._broadcast(box)[0]
-        assert sent == tag, f"rank {self.rank} is at {tag!r}, rank 0 at {sent!r}: out of step"
-        if kind == "error":
+        if kind == "error":  # rank 0 may have failed before reaching this rank's point
             raise BenchError(f"rank 0 failed, so rank {self.rank} stops too: {value}")
+        assert sent == tag, f"rank {self.rank} is at {tag!r}, rank 0 at {sent!r}: out of step"
         return value
 
     def lead_first(self, fn: Callable[[], T], *, tag: str) -> T:
