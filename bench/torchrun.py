@@ -148,6 +148,10 @@ def session(device: torch.device, *, timeout_s: float,
         group = dist.new_group(backend="gloo", timeout=timeout) if device.type == "cuda" else None
         err_console.quiet = quiet or not ranks.lead  # one rank reports progress and notes
         yield Ranks(rank=ranks.rank, world=ranks.world, local_rank=ranks.local_rank, group=group)
+        # every rank done before any closes its connections: a rank that tore down the group
+        # while another still held it open has aborted that one in gloo ("terminate called
+        # without an active exception", SIGABRT, seen once in 20-odd two-rank test runs)
+        dist.barrier(group=group)
     except RuntimeError as e:
         if "timed out" not in str(e).lower():
             raise
