@@ -26,14 +26,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import priors
-from bench import records
-from bench.errors import ArtefactError
-from bench.run import FIT, WEIGHTS, RunConfig, fit_artefact
-from bench.scoring import REAL_SIDE
 import torch
 
-from bench.store import Store, save_tensors, write_json_atomic
+from bench import records
+from bench.errors import ArtefactError
+from bench.rescore import FinishedRun, stored_prior
+from bench.run import RunConfig, fit_artefact, write_fit
+from bench.scoring import REAL_SIDE
+from bench.store import Store
 from vqvae import CheckpointError, load_export
 
 SUPERSEDED = "superseded"
@@ -54,47 +54,38 @@ def legacy_fit(record: dict[str, Any]) -> bool:
             and "fit" not in record.get("artefacts", {}))
 
 
-def fit_of(out: Path, record: dict[str, Any], tensors: dict[str, Any], deps: dict[str, Any],
+def fit_of(out: Path, directory: Path, record: dict[str, Any], manifest: dict[str, Any],
            store: Store, report: Migration) -> None:
     """The fit artefact of an old run of a prior, written from its weights and record, under
     the key a current `bench run` computes; the training precision is the one the old run's key
-    (`deps`) resolved on the device it trained on, not this machine's."""
-    cls = priors.get_prior(record["prior"])
+    resolved on the device it trained on (its manifest), not this machine's."""
     export_dir = out / record["artefacts"]["export"]
     try:
         export = load_export(export_dir, backbone=record["backbone_hash"])
     except (CheckpointError, ArtefactError, OSError) as e:
         raise ArtefactError(f"its code export {export_dir} does not load ({e})") from None
-    conditional = record["condition"] == "label"
-    config = cls.Config(**{k: tuple(v) if isinstance(v, list) else v
-                           for k, v in record["config"].items()})
-    prior = cls(config, num_codes=export.num_codes, grid=export.grid,
-                num_classes=len(export.label_names) if conditional else 0,
-                codebook=export.codebook, device=torch.device("cpu"))
-    state = {k.removeprefix("prior/"): v for k, v in tensors.items() if k.startswith("prior/")}
-    prior.load_state_dict(state)  # the weights belong to this prior and config
+    num_classes = len(export.label_names) if record["condition"] == "label" else 0
+    prior = stored_prior(FinishedRun(out, directory, record, str(manifest.get("key", ""))),
+                         records.read_tensors(directory), export, num_classes,
+                         torch.device("cpu"))  # the old run's weights, in that prior and config
     preset = types.SimpleNamespace(name=record["preset"], content_hash=record["preset_hash"])
     cfg = RunConfig(prior=record["prior"], seed=record["seed"], condition=record["condition"])
     art = fit_artefact(cfg, preset, prior, export,
-                       precision=(deps.get("config") or {}).get("precision"))
-    if store.exists(art):
-        report.found.append(art.label)
-        return
+                       precision=((manifest.get("deps") or {}).get("config") or {}).get("precision"))
     scores, timing = record["scores"], record.get("timing", {})
 
-    def build(directory: Path) -> None:
-        save_tensors(directory / WEIGHTS, state)
-        write_json_atomic(directory / FIT, {
+    def build(staging: Path) -> None:
+        write_fit(staging, prior.state_dict(), {
             "prior": record["prior"], "config": record["config"], "fit": record["fit"],
             "fit_s": scores["fit_s"], "bits_per_code": scores.get("bits_per_code"),
             "bits_s": timing.get("bits_s"), "num_parameters": int(scores["num_parameters"]),
             "device": record["device"], "curves": record.get("curves", {}),
             "export_hash": record["export_hash"], "seed": record["seed"],
             "condition": record["condition"], "versions": record.get("versions", {}),
-            "migrated_from": f"runs/{Path(record['path']).name}"})
+            "migrated_from": f"runs/{directory.name}"})
 
-    store.get_or_build(art, build, lambda d: d)
-    report.fits.append(art.label)
+    _, built = store.get_or_build(art, build, lambda d: d)
+    (report.fits if built else report.found).append(art.label)
 
 
 def migrate(out: Path) -> Migration:
@@ -114,8 +105,7 @@ def migrate(out: Path) -> Migration:
             continue  # current
         try:
             if legacy_fit(record):
-                fit_of(out, record, records.read_tensors(directory), manifest.get("deps", {}),
-                       store, report)
+                fit_of(out, directory, record, manifest, store, report)
         except (ArtefactError, KeyError, TypeError, ValueError, RuntimeError) as e:
             report.skipped.append(f"{directory}: {' '.join(str(e).split())[:200]}")
             continue

@@ -27,8 +27,8 @@ from bench.extractors.base import FeatureExtractor
 from bench.presets import Preset, get_preset
 from bench.progress import RichProgress, err_console
 from bench.sampling import bits_per_code_on, code_set, sample_labels, sample_prior
-from bench.scoring import (REAL_SIDE, SampleSet, ScoringContext, halves_capacity, make_context,
-                           score_codes, score_samples)
+from bench.scoring import (REAL_SIDE, SampleSet, ScoringContext, make_context, score_codes,
+                           score_samples, subject_halves)
 from bench.stages import (StageContext, backbone_scores, check_precision, precision_keyed,
                           stage_backbone, stage_data, stage_export, stage_extractor)
 from bench.store import (Artefact, Store, load_tensors, read_json, save_tensors,
@@ -283,8 +283,8 @@ def n_scored(cfg: RunConfig, preset: Preset, ds: ImageDataset, seed: int | None 
     subjects holds (`seed`: the halves' seed; None: the run's backbone seed)."""
     test = ds.splits["test"]
     wanted = cfg.n_samples or preset.n_samples
-    halves = halves_capacity(test.subjects, test.labels,
-                             cfg.backbone_seed if seed is None else seed)
+    halves = [len(h) for h in subject_halves(test.subjects, test.labels,
+                                             cfg.backbone_seed if seed is None else seed)]
     n = min(wanted, *halves)
     if n < 4:
         raise BenchError(f"scoring needs at least 4 samples against 4 real test images (k-NN "
@@ -446,6 +446,12 @@ FIT = "fit.json"  # a fit artefact: what the fit recorded ...
 WEIGHTS = "weights.safetensors"  # ... and the prior's state dict
 
 
+def write_fit(directory: Path, state: dict[str, torch.Tensor], fitted: dict[str, Any]) -> None:
+    """A fit artefact's files: the prior's state dict and what the fit recorded."""
+    save_tensors(directory / WEIGHTS, state)
+    write_json_atomic(directory / FIT, fitted)
+
+
 def stage_fit(cfg: RunConfig, preset: Preset, prior: Prior, export: CodeExport,
               sc: StageContext) -> dict[str, Any]:
     """`prior` fitted on the train split: trained (checkpointed, resumable) and stored with its
@@ -464,8 +470,7 @@ def stage_fit(cfg: RunConfig, preset: Preset, prior: Prior, export: CodeExport,
         t0 = time.perf_counter()
         bits = bits_per_code_on(prior, code_set(export, "test", conditional))
         sync(sc.device)
-        save_tensors(directory / WEIGHTS, prior.state_dict())
-        write_json_atomic(directory / FIT, {
+        write_fit(directory, prior.state_dict(), {
             "prior": cfg.prior, "config": dataclasses.asdict(prior.config), "fit": fit_summary,
             "fit_s": fit_s, "bits_per_code": bits, "bits_s": time.perf_counter() - t0,
             "num_parameters": prior.num_parameters(),

@@ -82,12 +82,6 @@ def subject_halves(subjects: np.ndarray, labels: np.ndarray | None,
     return np.flatnonzero(mine == 0), np.flatnonzero(mine == 1)
 
 
-def halves_capacity(subjects: np.ndarray, labels: np.ndarray | None, seed: int) -> tuple[int, int]:
-    """How many test images each half of `subject_halves` holds."""
-    a, b = subject_halves(subjects, labels, seed)
-    return len(a), len(b)
-
-
 def make_context(test_images: np.ndarray, test_labels: np.ndarray | None,
                  train_images: np.ndarray | None,
                  test_codes: Tensor, num_codes: int, extractor: FeatureExtractor,

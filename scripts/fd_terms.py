@@ -10,7 +10,7 @@ import torch
 
 from bench.metrics.distribution import frechet_distance, kid
 from bench.run import scoring_context
-from bench.scoring import halves_capacity
+from bench.scoring import subject_halves
 from bench.store import load_tensors
 from cached_setting import CPU as cpu, cached_setting, precision_arg
 from vqvae.train import decode_codes, to_float
@@ -20,7 +20,7 @@ def main(out: str, spec: str, preset_name: str, prior_names: list[str], n: int =
          precision: str | None = None) -> None:
     cfg, sc, sh, ex = cached_setting(out, spec, preset_name, precision)
     test = sh.ds.splits["test"]
-    n = min(n, *halves_capacity(test.subjects, test.labels, cfg.backbone_seed))
+    n = min(n, *(len(h) for h in subject_halves(test.subjects, test.labels, cfg.backbone_seed)))
     ctx, B = scoring_context(cfg, sh, ex, n, sc)  # the real side (A) and the reference's, as `bench run`
     fa = ctx.real_feats
     rows = {"other real test images": ex.features(to_float(np.asarray(test.images[B]), cpu)),
