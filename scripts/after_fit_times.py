@@ -1,0 +1,97 @@
+"""Everything `bench run` does after a prior's fit, timed again on a stored fit: test bits/code,
+sampling + decoding, and scoring (the record's `timing`), with the scores checked equal to the
+stored run's. For timing on a quiet machine what a run measured beside other jobs (2 cores
+shared by two processes ran the nearest-SSIM search 3-10x slower than alone).
+
+    python scripts/after_fit_times.py OUT SPEC PRESET PRIOR [--precision P]
+
+The run of PRIOR (seed 0, unconditional, mri features, the preset's sample count) must be in
+OUT; nothing is written. Scoring's parts are timed as `bench.scoring.score_samples` runs them.
+"""
+import dataclasses
+import math
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from bench import metrics
+from bench.run import (RunConfig, build_prior, n_scored, run_artefact, sample_and_score,
+                       scoring_context, stage_fit)
+from bench.sampling import bits_per_code_on, code_set
+from bench.store import read_json
+from vqvae import decode_codes
+
+sys.path.insert(0, str(Path(__file__).parent))
+from cached_setting import CPU, cached_setting, precision_arg  # noqa: E402
+
+
+def timed(fn):
+    t0 = time.perf_counter()
+    value = fn()
+    return value, time.perf_counter() - t0
+
+
+def main() -> None:
+    argv, precision = precision_arg(sys.argv[1:])
+    if len(argv) != 4:
+        sys.exit(__doc__.split("\n\n")[1])
+    out, spec, preset_name, prior_name = argv
+    base, sc, shared, extractor = cached_setting(out, spec, preset_name, precision)
+    cfg = dataclasses.replace(base, prior=prior_name)
+    preset = shared.preset
+    prior = build_prior(cfg, preset, shared.export, CPU)
+    fitted = stage_fit(cfg, preset, prior, shared.export, sc)  # found: the store is read-only
+    n = n_scored(cfg, preset, shared.ds)
+    ctx, _ = scoring_context(cfg, shared, extractor, n, sc)
+    stored = read_json(sc.store.dir(run_artefact(cfg, preset, prior, shared.export, extractor.id, n))
+                       / "record.json")
+
+    bits, bits_s = timed(lambda: bits_per_code_on(prior, code_set(shared.export, "test", False)))
+    (record, tensors), _ = timed(lambda: sample_and_score(cfg, prior, fitted, shared, ctx, n, sc))
+    images = decode_codes(shared.model, tensors["samples/codes"], device=CPU)
+    parts = {}
+    feats, parts["features (mri)"] = timed(lambda: extractor.features(images))
+    _, parts["NN-SSIM vs real side"] = timed(lambda: metrics.nn_ssim(images, ctx.real))
+    if ctx.train is not None:
+        _, parts["memorised share vs train"] = timed(
+            lambda: metrics.memorised_share(images, ctx.train, ctx.memorised_above))
+    _, parts["FD, KID, precision/recall"] = timed(lambda: (
+        metrics.frechet_distance(ctx.real_feats, feats),
+        metrics.precision_recall(ctx.real_feats, feats)))
+
+    timing = record["timing"]
+    console = Console()
+    table = Table(title=f"{prior_name} after its fit ({out}, preset {preset_name}, {n} samples)")
+    for col in ("part (scoring's parts timed again alone)", "s now", "s in the record"):
+        table.add_column(col, justify="left" if col.startswith("part") else "right")
+    table.add_row("test bits/code", f"{bits_s:.1f}", _s(stored["timing"].get("bits_s")))
+    table.add_row("sampling + decoding", f"{timing['sample_s']:.1f}", _s(stored["timing"]["sample_s"]))
+    table.add_row("scoring", f"{timing['score_s']:.1f}", _s(stored["timing"]["score_s"]))
+    table.add_row("[b]after the fit[/]", f"[b]{bits_s + timing['sample_s'] + timing['score_s']:.1f}[/]",
+                  _s(stored["timing"].get("after_fit_s")))
+    for name, s in parts.items():
+        table.add_row(f"  scoring: {name}", f"{s:.1f}", "")
+    console.print(table)
+    same = {k: v for k, v in record["scores"].items()  # samples/s is a timing
+            if k in stored["scores"] and k != "samples_per_s" and not _equal(v, stored["scores"][k])}
+    same_bits = math.isclose(bits, stored["scores"]["bits_per_code"], rel_tol=1e-9, abs_tol=1e-12) \
+        if stored["scores"].get("bits_per_code") is not None else True
+    console.print("scores equal to the stored record's" if not same and same_bits
+                  else f"[red]scores differ from the stored record's:[/] {same} bits {bits}")
+
+
+def _equal(a, b) -> bool:
+    if isinstance(a, float) and isinstance(b, float):
+        return (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+    return a == b
+
+
+def _s(value) -> str:
+    return "" if value is None else f"{value:.1f}"
+
+
+if __name__ == "__main__":
+    main()
