@@ -10,6 +10,7 @@ warning naming it; it never ends up in a table.
 from __future__ import annotations
 
 import json
+import os
 import platform
 from pathlib import Path
 from typing import Any, Callable
@@ -103,3 +104,14 @@ def collect(out: Path, warn: Callable[[str], None] = lambda _: None) -> list[dic
 def versions() -> dict[str, str]:
     return {"bench": bench.__version__, "torch": torch.__version__,
             "python": platform.python_version(), "machine": platform.machine()}
+
+
+def load_average() -> float | None:
+    """The machine's 1-minute load average (runnable processes), or None where the OS has none.
+    Stored beside a record's wall times: on a machine of C cores a run alone adds about its own
+    threads; well above that, other jobs shared the cores and the times are not the run's alone
+    (measured: two 2-thread processes on 2 cores slowed nearest-SSIM scoring 5-13x)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None

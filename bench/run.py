@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 import time
 from dataclasses import dataclass
@@ -462,6 +463,7 @@ def stage_fit(cfg: RunConfig, preset: Preset, prior: Prior, export: CodeExport,
 
     def build(directory: Path) -> None:
         before = set(sc.progress.history)
+        load_before = records.load_average()
         fit_summary, fit_s = fit_prior(cfg, prior, export, sc,
                                        checkpoint=sc.checkpoint(art) if sc.ranks.lead else None)
         if not sc.ranks.lead:
@@ -473,6 +475,7 @@ def stage_fit(cfg: RunConfig, preset: Preset, prior: Prior, export: CodeExport,
         write_fit(directory, prior.state_dict(), {
             "prior": cfg.prior, "config": dataclasses.asdict(prior.config), "fit": fit_summary,
             "fit_s": fit_s, "bits_per_code": bits, "bits_s": time.perf_counter() - t0,
+            "load_avg": [load_before, records.load_average()], "cpu_count": os.cpu_count(),
             "num_parameters": prior.num_parameters(),
             "device": device_name(sc.device, sc.ranks.world),
             "curves": {curve_name(k): sc.progress.curve(k) for k in sc.progress.history
@@ -502,6 +505,7 @@ def sample_and_score(cfg: RunConfig, prior: Prior, fitted: dict[str, Any], share
     export, device = shared.export, sc.device
     labels = sample_labels(n, export, cfg.condition == "label")
     sync(device)
+    load_before = records.load_average()
     t0 = time.perf_counter()
     codes = sample_prior(prior, n, seed=cfg.seed, labels=labels, ranks=sc.ranks)
     images = decode_codes(shared.model, codes, device=device)
@@ -521,7 +525,11 @@ def sample_and_score(cfg: RunConfig, prior: Prior, fitted: dict[str, Any], share
               # (a fit migrated from a run recorded before timings has no bits_s: None)
               "timing": {"bits_s": fitted["bits_s"], "sample_s": sample_s, "score_s": score_s,
                          "after_fit_s": None if fitted["bits_s"] is None
-                         else fitted["bits_s"] + sample_s + score_s},
+                         else fitted["bits_s"] + sample_s + score_s,
+                         # 1-min load average before sampling and after scoring, with the
+                         # logical cores: whether other jobs shared the machine
+                         "load_avg": [load_before, records.load_average()],
+                         "cpu_count": os.cpu_count()},
               "device": device_name(device, sc.ranks.world), "fit_device": fitted["device"],
               "curves": fitted["curves"]}
     tensors = {"samples/codes": codes}

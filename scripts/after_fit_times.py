@@ -75,6 +75,8 @@ def main() -> None:
     for name, s in parts.items():
         table.add_row(f"  scoring: {name}", f"{s:.1f}", "")
     console.print(table)
+    console.print(f"1-minute load average before sampling / after scoring: {timing['load_avg']} "
+                  f"on {timing['cpu_count']} logical cores (alone: about the run's own threads)")
     same = {k: v for k, v in record["scores"].items()  # samples/s is a timing
             if k in stored["scores"] and k != "samples_per_s" and not _equal(v, stored["scores"][k])}
     same_bits = math.isclose(bits, stored["scores"]["bits_per_code"], rel_tol=1e-9, abs_tol=1e-12) \

@@ -59,6 +59,12 @@ def test_run_writes_a_record_with_every_score(results):
     assert all(timing[k] >= 0 for k in ("bits_s", "sample_s", "score_s"))
     assert timing["after_fit_s"] == pytest.approx(timing["bits_s"] + timing["sample_s"]
                                                   + timing["score_s"])
+    # whether the machine was shared while it was timed: load before and after, and the cores
+    assert len(timing["load_avg"]) == 2 and all(v is None or v >= 0 for v in timing["load_avg"])
+    assert timing["cpu_count"] >= 1
+    (fit,) = (results / "fits").glob("pixelcnn-*/fit.json")  # the fit's wall time, likewise
+    fitted = json.loads(fit.read_text())
+    assert len(fitted["load_avg"]) == 2 and fitted["cpu_count"] == timing["cpu_count"]
 
 
 def test_uniform_bits_per_code_is_log2_k_exactly(results):
