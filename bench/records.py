@@ -115,3 +115,9 @@ def load_average() -> float | None:
         return round(os.getloadavg()[0], 2)
     except (AttributeError, OSError):
         return None
+
+
+def machine_load(before: float | None) -> dict[str, Any]:
+    """What a record stores beside wall times taken since `load_average()` gave `before`: the
+    1-minute load then and now, and the logical cores."""
+    return {"load_avg": [before, load_average()], "cpu_count": os.cpu_count()}

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import re
 import time
 from dataclasses import dataclass
@@ -475,7 +474,7 @@ def stage_fit(cfg: RunConfig, preset: Preset, prior: Prior, export: CodeExport,
         write_fit(directory, prior.state_dict(), {
             "prior": cfg.prior, "config": dataclasses.asdict(prior.config), "fit": fit_summary,
             "fit_s": fit_s, "bits_per_code": bits, "bits_s": time.perf_counter() - t0,
-            "load_avg": [load_before, records.load_average()], "cpu_count": os.cpu_count(),
+            **records.machine_load(load_before),
             "num_parameters": prior.num_parameters(),
             "device": device_name(sc.device, sc.ranks.world),
             "curves": {curve_name(k): sc.progress.curve(k) for k in sc.progress.history
@@ -526,10 +525,8 @@ def sample_and_score(cfg: RunConfig, prior: Prior, fitted: dict[str, Any], share
               "timing": {"bits_s": fitted["bits_s"], "sample_s": sample_s, "score_s": score_s,
                          "after_fit_s": None if fitted["bits_s"] is None
                          else fitted["bits_s"] + sample_s + score_s,
-                         # 1-min load average before sampling and after scoring, with the
-                         # logical cores: whether other jobs shared the machine
-                         "load_avg": [load_before, records.load_average()],
-                         "cpu_count": os.cpu_count()},
+                         # load before sampling and after scoring: was the machine shared?
+                         **records.machine_load(load_before)},
               "device": device_name(device, sc.ranks.world), "fit_device": fitted["device"],
               "curves": fitted["curves"]}
     tensors = {"samples/codes": codes}

@@ -1,7 +1,7 @@
 """Everything `bench run` does after a prior's fit, timed again on a stored fit: test bits/code,
 sampling + decoding, and scoring (the record's `timing`), with the scores checked equal to the
 stored run's. For timing on a quiet machine what a run measured beside other jobs (2 cores
-shared by two processes ran the nearest-SSIM search 3-10x slower than alone).
+shared by two processes ran the nearest-SSIM search 5-13x slower than alone).
 
     python scripts/after_fit_times.py OUT SPEC PRESET PRIOR [--precision P]
 
@@ -11,7 +11,6 @@ OUT; nothing is written. Scoring's parts are timed as `bench.scoring.score_sampl
 import dataclasses
 import math
 import sys
-import time
 from pathlib import Path
 
 from rich.console import Console
@@ -22,16 +21,11 @@ from bench.run import (RunConfig, build_prior, n_scored, run_artefact, sample_an
                        scoring_context, stage_fit)
 from bench.sampling import bits_per_code_on, code_set
 from bench.store import read_json
+from bench.timing import timed
 from vqvae import decode_codes
 
 sys.path.insert(0, str(Path(__file__).parent))
 from cached_setting import CPU, cached_setting, precision_arg  # noqa: E402
-
-
-def timed(fn):
-    t0 = time.perf_counter()
-    value = fn()
-    return value, time.perf_counter() - t0
 
 
 def main() -> None:
@@ -49,18 +43,18 @@ def main() -> None:
     stored = read_json(sc.store.dir(run_artefact(cfg, preset, prior, shared.export, extractor.id, n))
                        / "record.json")
 
-    bits, bits_s = timed(lambda: bits_per_code_on(prior, code_set(shared.export, "test", False)))
-    (record, tensors), _ = timed(lambda: sample_and_score(cfg, prior, fitted, shared, ctx, n, sc))
+    bits_s, bits = timed(lambda: bits_per_code_on(prior, code_set(shared.export, "test", False)), CPU)
+    record, tensors = sample_and_score(cfg, prior, fitted, shared, ctx, n, sc)  # times itself
     images = decode_codes(shared.model, tensors["samples/codes"], device=CPU)
     parts = {}
-    feats, parts["features (mri)"] = timed(lambda: extractor.features(images))
-    _, parts["NN-SSIM vs real side"] = timed(lambda: metrics.nn_ssim(images, ctx.real))
+    parts["features (mri)"], feats = timed(lambda: extractor.features(images), CPU)
+    parts["NN-SSIM vs real side"], _ = timed(lambda: metrics.nn_ssim(images, ctx.real), CPU)
     if ctx.train is not None:
-        _, parts["memorised share vs train"] = timed(
-            lambda: metrics.memorised_share(images, ctx.train, ctx.memorised_above))
-    _, parts["FD, KID, precision/recall"] = timed(lambda: (
+        parts["memorised share vs train"], _ = timed(
+            lambda: metrics.memorised_share(images, ctx.train, ctx.memorised_above), CPU)
+    parts["FD, precision/recall"], _ = timed(lambda: (
         metrics.frechet_distance(ctx.real_feats, feats),
-        metrics.precision_recall(ctx.real_feats, feats)))
+        metrics.precision_recall(ctx.real_feats, feats)), CPU)
 
     timing = record["timing"]
     console = Console()
@@ -77,12 +71,12 @@ def main() -> None:
     console.print(table)
     console.print(f"1-minute load average before sampling / after scoring: {timing['load_avg']} "
                   f"on {timing['cpu_count']} logical cores (alone: about the run's own threads)")
-    same = {k: v for k, v in record["scores"].items()  # samples/s is a timing
-            if k in stored["scores"] and k != "samples_per_s" and not _equal(v, stored["scores"][k])}
+    differ = {k: v for k, v in record["scores"].items()  # samples/s is a timing
+              if k in stored["scores"] and k != "samples_per_s" and not _equal(v, stored["scores"][k])}
     same_bits = math.isclose(bits, stored["scores"]["bits_per_code"], rel_tol=1e-9, abs_tol=1e-12) \
         if stored["scores"].get("bits_per_code") is not None else True
-    console.print("scores equal to the stored record's" if not same and same_bits
-                  else f"[red]scores differ from the stored record's:[/] {same} bits {bits}")
+    console.print("scores equal to the stored record's" if not differ and same_bits
+                  else f"[red]scores differ from the stored record's:[/] {differ} bits {bits}")
 
 
 def _equal(a, b) -> bool:

@@ -15,8 +15,8 @@ nearest-SSIM image under pixel L2 (0: L2 finds it first): whether a cheap shortl
 the true nearest image.
 """
 import sys
+from pathlib import Path
 
-import numpy as np
 import torch
 from rich.console import Console
 from rich.table import Table
@@ -25,19 +25,25 @@ from bench import metrics
 from bench.metrics.image import C1, C2, gaussian_taps
 from bench.metrics.nearest import strip_bounds
 from bench.store import load_tensors
-from vqvae.train import decode_codes, to_float
+from bench.run import n_scored, scoring_context
+from vqvae.train import decode_codes
 
-sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parent))
 from cached_setting import CPU, cached_setting, precision_arg  # noqa: E402
 
 RANKS = (5, 10, 20, 40, 80)
 
 
+def window_weights() -> torch.Tensor:
+    """(121,) float64 Gaussian window weights g of SSIM's 11 x 11 window."""
+    g1 = gaussian_taps()
+    return (g1[:, None] * g1[None]).flatten()
+
+
 def patches(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(N, 1, H, W) float64 -> window means (N, P), variances (N, P) and Gaussian-weighted
     centred patches w (N, P, 121)."""
-    g1 = gaussian_taps()
-    g = (g1[:, None] * g1[None]).flatten()
+    g = window_weights()
     p = torch.nn.functional.unfold(x, 11).transpose(1, 2)
     mu = p @ g
     w = g.sqrt() * (p - mu[..., None])
@@ -63,12 +69,12 @@ def main() -> None:
     out, spec, preset, run_id = argv[:4]
     n_q = int(argv[4]) if len(argv) > 4 else 10
     n_r = int(argv[5]) if len(argv) > 5 else 100
-    cfg, sc, shared, _ = cached_setting(out, spec, preset, precision)
+    cfg, sc, shared, extractor = cached_setting(out, spec, preset, precision)
     codes = load_tensors(sc.store.root / "runs" / run_id / "artefacts.safetensors")["samples/codes"]
     samples = decode_codes(shared.model, codes[:n_q], device=CPU).double()
-    train_images = shared.ds.splits["train"].images
-    pick = np.sort(np.random.default_rng(cfg.backbone_seed + 1).permutation(len(train_images))[:4000])
-    train = to_float(np.asarray(train_images[pick]), CPU)
+    # the training images the run's memorisation score compares its samples with
+    ctx, _ = scoring_context(cfg, shared, extractor, n_scored(cfg, shared.preset, shared.ds), sc)
+    train = ctx.train
     refs = train[:n_r].double()
 
     mq, vq, wq = patches(samples)
@@ -87,7 +93,7 @@ def main() -> None:
             ("shipped bound (polynomial, 5 directions)", strip_bounds(samples.float(), refs.float()).sum(0).double())]
     sample_w = wr.reshape(-1, 121)[torch.randperm(wr.shape[0] * wr.shape[1],
                                                   generator=torch.Generator().manual_seed(0))[:200_000]]
-    root_g = (gaussian_taps()[:, None] * gaussian_taps()[None]).flatten().sqrt()
+    root_g = window_weights().sqrt()
     proj = torch.eye(121, dtype=torch.float64) - torch.outer(root_g, root_g)
     _, vecs = torch.linalg.eigh(proj @ (sample_w.T @ sample_w) @ proj)
     for r in RANKS:
