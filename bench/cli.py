@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 import priors
-from bench import report as report_lib, tables
+from bench import records, report as report_lib, tables
 from bench.cli_check import check_prior
 from bench.cli_common import out_console, print_comparison, user_errors
 from bench.progress import err_console
@@ -111,8 +111,23 @@ def print_scores(result: RunResult) -> None:
 
 @app.command()
 @user_errors
-def compare(out: Path = typer.Option(RESULTS, help="Results folder to read and write into.")) -> None:
-    """Table of every run under the results folder; writes comparison.{md,csv,tex,json}."""
+def compare(out: Path = typer.Option(RESULTS, help="Results folder to read and write into."),
+            sources: Optional[list[Path]] = typer.Option(
+                None, "--from", help="Results folder whose finished records are first carried "
+                "into OUT/records (plain JSON, no samples or weights); repeatable."),
+            force: bool = typer.Option(False, help="Replace a carried record that differs.")) -> None:
+    """Table of every run under the results folder (its own runs and the records carried into
+    it); writes comparison.{md,csv,tex,json}."""
+    warn = lambda text: err_console.print(f"[yellow]warning:[/] {text}")  # noqa: E731
+    for source in sources or []:
+        if not (source / "runs").is_dir() and not (source / records.CARRIED).is_dir():
+            raise BenchError(f"--from {source}: not a results folder (no runs/ or records/ in it)")
+        if source.resolve() == out.resolve():
+            raise BenchError(f"--from {source}: is the folder being written (OUT); name another")
+        found = records.collect(source, warn=warn)
+        written = records.carry(found, out, force=force, warn=warn)
+        out_console.print(f"carried {len(written)} of {len(found)} record(s) from {source} "
+                          f"into {out / records.CARRIED}")
     print_comparison(out)
 
 

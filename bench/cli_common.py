@@ -66,7 +66,8 @@ def print_comparison(out: Path) -> None:
     comparison.{md,csv,tex,json} into `out`."""
     recs = records.collect(out, warn=lambda text: err_console.print(f"[yellow]warning:[/] {text}"))
     if not recs:
-        raise BenchError(f"no finished runs under {out / 'runs'}; run `bench run` first")
+        raise BenchError(f"no finished runs under {out / 'runs'} or {out / records.CARRIED}; "
+                         f"run `bench run` first")
     groups = tables.comparison(recs)
     for meta, table in groups:
         text = tables.as_text_frame(meta, table)

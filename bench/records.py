@@ -5,6 +5,11 @@ Records are written through the store (staging, manifest, rename), so a record i
 or absent, and readers never see an unfinished one. A record whose content is not a record
 (valid JSON of the wrong shape, a record of an older layout) is skipped by `collect` with a
 warning naming it; it never ends up in a table.
+
+Carried records (`records/<run_id>.json` beside `runs/`) are plain record files copied from
+other results folders by `bench compare --from`, without samples or weights: tables from runs
+made on machines (or in sessions) that share no disk. A run in the folder's own store wins over
+a carried copy of the same run.
 """
 
 from __future__ import annotations
@@ -20,9 +25,10 @@ from torch import Tensor
 
 import bench
 from bench.errors import ArtefactError
-from bench.store import Store, load_tensors, save_tensors
+from bench.store import Store, load_tensors, save_tensors, write_text_atomic
 
 RECORD = "record.json"
+CARRIED = "records"  # plain record files carried in from other results folders
 TENSORS = "artefacts.safetensors"
 # field -> type every record must have for compare / report to use it
 REQUIRED: dict[str, type | tuple[type, ...]] = {
@@ -81,9 +87,11 @@ def writer(record: dict[str, Any], tensors: dict[str, Tensor] | None = None
     return build
 
 
-def collect(out: Path, warn: Callable[[str], None] = lambda _: None) -> list[dict[str, Any]]:
-    """Every finished, verified record under `out/runs`, oldest first; the rest are skipped with
-    a warning naming them (unfinished builds are never listed at all)."""
+def collect(out: Path, warn: Callable[[str], None] = lambda _: None, *,
+            carried: bool = True) -> list[dict[str, Any]]:
+    """Every finished, verified record under `out/runs`, oldest first, then (with `carried`)
+    the carried records of runs not in the store, by run id; the rest are skipped with a
+    warning naming them (unfinished builds are never listed at all)."""
     store = Store(out)
     found = []
     for directory in store.finished("runs"):
@@ -98,7 +106,52 @@ def collect(out: Path, warn: Callable[[str], None] = lambda _: None) -> list[dic
               and (p / RECORD).is_file() and not (p / "MANIFEST.json").is_file()]
     for p in legacy:
         warn(f"skipping {p}: written by an older version of bench (no manifest); re-run it")
-    return [r for _, r in sorted(found, key=lambda t: t[0])]
+    own = [r for _, r in sorted(found, key=lambda t: t[0])]
+    if not carried:
+        return own
+    have = {r["run_id"] for r in own}
+    return own + [r for r in read_carried(out, warn) if r["run_id"] not in have]
+
+
+def read_carried(out: Path, warn: Callable[[str], None] = lambda _: None) -> list[dict[str, Any]]:
+    """The valid records under `out/records`, by run id; others skipped with a warning."""
+    found = []
+    for path in sorted((out / CARRIED).glob("*.json")):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+            warn(f"skipping {path}: unreadable ({e})")
+            continue
+        reason = invalid_reason(record)
+        if reason is None and path.stem != record["run_id"]:
+            reason = f"its run id is {record['run_id']!r}, not the file's name"
+        if reason:
+            warn(f"skipping {path}: not a run record ({reason})")
+            continue
+        found.append(record)
+    return found
+
+
+def carry(recs: list[dict[str, Any]], out: Path, *, force: bool = False,
+          warn: Callable[[str], None] = lambda _: None) -> list[Path]:
+    """Write each record as `out/records/<run_id>.json` (atomically, without its local path);
+    one already there with other content is kept and named in a warning unless `force`.
+    Returns the files written."""
+    written = []
+    for record in recs:
+        plain = {k: v for k, v in record.items() if k != "path"}
+        text = json.dumps(plain, indent=2, sort_keys=True) + "\n"
+        path = out / CARRIED / f"{plain['run_id']}.json"
+        if path.is_file():
+            if path.read_text() == text:
+                continue
+            if not force:
+                warn(f"kept {path}: it holds another copy of that run (use --force to replace it)")
+                continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(path, text)
+        written.append(path)
+    return written
 
 
 def versions() -> dict[str, str]:

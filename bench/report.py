@@ -194,7 +194,7 @@ def setting_section(out: Path, meta: dict[str, Any], table, recs: list[dict[str,
 def write_report(out: Path, report_dir: Path | None = None,
                  warn: Callable[[str], None] = lambda _: None) -> Path:
     """Write report.md and its figures under report_dir (default out/report); returns the path."""
-    recs = records.collect(out, warn=warn)
+    recs = records.collect(out, warn=warn, carried=False)  # figures need the store's samples
     if not recs:
         raise BenchError(f"no finished runs under {out / 'runs'}; run `bench run` first")
     report_dir = prepare_out(report_dir or out / "report")
