@@ -14,9 +14,12 @@ a carried copy of the same run.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
+import subprocess
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -154,9 +157,39 @@ def carry(recs: list[dict[str, Any]], out: Path, *, force: bool = False,
     return written
 
 
-def versions() -> dict[str, str]:
+def versions() -> dict[str, str | None]:
+    """What made a record or fit: package versions, the source commit (`source_commit`) and
+    when it was written (UTC), so that rows of one table gathered over several sessions or
+    machines (`bench compare --from`) say which code produced each."""
     return {"bench": bench.__version__, "torch": torch.__version__,
-            "python": platform.python_version(), "machine": platform.machine()}
+            "python": platform.python_version(), "machine": platform.machine(),
+            "commit": source_commit(),
+            "written_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+@functools.lru_cache(maxsize=1)
+def source_commit() -> str | None:
+    """The git commit (12 hex digits) of the checkout bench runs from, '+dirty' when tracked
+    files differ from it; None when bench is not run from its own checkout (an installed wheel,
+    or a folder inside some other repository) or git is missing."""
+    root = Path(bench.__file__).resolve().parent.parent
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", str(root), *args], capture_output=True,
+                                  text=True, timeout=20)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    top = git("rev-parse", "--show-toplevel")
+    if top is None or Path(top).resolve() != root or not (root / "bench" / "records.py").is_file():
+        return None
+    head = git("rev-parse", "HEAD")
+    if not head:
+        return None
+    dirty = git("status", "--porcelain", "--untracked-files=no")
+    return head[:12] + ("+dirty" if dirty else "")
 
 
 def load_average() -> float | None:
