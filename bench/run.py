@@ -150,6 +150,7 @@ class Shared:
     export: CodeExport
     artefacts: dict[str, str]  # stage -> folder relative to the results root
     backbone: dict[str, float]  # recon SSIM / PSNR, code usage
+    backbone_training: dict[str, Any]  # how long the backbone trained, where, how loaded
 
 
 REFERENCE = "reference (recon of other test subjects)"
@@ -254,6 +255,7 @@ def base_record(cfg: RunConfig, shared: Shared, ctx: ScoringContext) -> dict[str
             "seed": cfg.seed, "backbone_hash": shared.export.backbone_hash,
             "export_hash": shared.export.export_hash, "num_codes": shared.export.num_codes,
             "grid": list(shared.export.grid), "backbone": shared.backbone,
+            "backbone_training": shared.backbone_training,
             "artefacts": shared.artefacts,  # + "fit" in a prior's run record
             "extractor": {"name": ctx.extractor.name, "id": ctx.extractor.id},
             "real_side": REAL_SIDE, "condition": cfg.condition, "versions": records.versions()}
@@ -309,7 +311,13 @@ def prepare_shared(cfg: RunConfig, preset: Preset, sc: StageContext) -> Shared:
     scores = backbone_scores(model, ds, export, sc)
     artefacts = {"backbone": f"{bb_art.kind}/{bb_art.name}",
                  "export": f"{ex_art.kind}/{ex_art.name}"}
-    return Shared(preset, ds, model, export, artefacts, scores)
+    meta = bb_record.get("meta", {})
+    summary = meta.get("summary", {})
+    training = {"train_wall_s": summary.get("train_wall_s"), "steps": summary.get("steps"),
+                "precision": summary.get("precision"),
+                "device": meta.get("device"), "load_avg": meta.get("load_avg"),
+                "cpu_count": meta.get("cpu_count")}
+    return Shared(preset, ds, model, export, artefacts, scores, training)
 
 
 def scoring_context(cfg: RunConfig, shared: Shared, extractor: FeatureExtractor, n: int,
@@ -526,7 +534,8 @@ def sample_and_score(cfg: RunConfig, prior: Prior, fitted: dict[str, Any], share
                          "after_fit_s": None if fitted["bits_s"] is None
                          else fitted["bits_s"] + sample_s + score_s,
                          # load before sampling and after scoring: was the machine shared?
-                         **records.machine_load(load_before)},
+                         **records.machine_load(load_before),
+                         "fit_load_avg": fitted.get("load_avg")},  # and while it fitted
               "device": device_name(device, sc.ranks.world), "fit_device": fitted["device"],
               "curves": fitted["curves"]}
     tensors = {"samples/codes": codes}

@@ -12,7 +12,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from bench import metrics
+from bench import metrics, records
 from bench.data import DataConfig, ImageDataset, load_dataset
 from bench.errors import ArtefactError, BenchError
 from bench.extractors import FeatureExtractor, build_extractor
@@ -148,12 +148,14 @@ def stage_backbone(preset: Preset, ds: ImageDataset, seed: int,
         train_cfg = dataclasses.replace(resolved_train(preset, sc.device), seed=seed)
         checkpoint = sc.checkpoint(art)
         model = VQVAE(preset.vqvae, seed=seed)  # train_vqvae seeds init, order and restarts
+        load_before = records.load_average()
         summary = train_vqvae(model, backbone_train_images(ds, preset, seed), train_cfg,
                               device=sc.device, progress=sc.progress,
                               checkpoint=checkpoint)
         meta = {"data_fingerprint": ds.fingerprint, "dataset": ds.spec,
                 "image_size": preset.resolution, "train": dataclasses.asdict(train_cfg),
                 "summary": summary, "device": str(sc.device),
+                **records.machine_load(load_before),  # was the machine shared while it trained?
                 "curve": sc.progress.curve(next((k for k in sc.progress.history
                                                  if k.startswith("backbone")), "backbone"))}
         digest = save_backbone(model.cpu(), directory, meta)

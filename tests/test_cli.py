@@ -62,6 +62,11 @@ def test_run_writes_a_record_with_every_score(results):
     # whether the machine was shared while it was timed: load before and after, and the cores
     assert len(timing["load_avg"]) == 2 and all(v is None or v >= 0 for v in timing["load_avg"])
     assert timing["cpu_count"] >= 1
+    assert timing["fit_load_avg"] == json.loads(next((results / "fits").glob(
+        "pixelcnn-*/fit.json")).read_text())["load_avg"]  # the fit's load, carried with the record
+    training = recs["pixelcnn"]["backbone_training"]  # and the backbone's, in every record
+    assert training["train_wall_s"] > 0 and training["steps"] > 0 and len(training["load_avg"]) == 2
+    assert training == recs["uniform"]["backbone_training"]
     (fit,) = (results / "fits").glob("pixelcnn-*/fit.json")  # the fit's wall time, likewise
     fitted = json.loads(fit.read_text())
     assert len(fitted["load_avg"]) == 2 and fitted["cpu_count"] == timing["cpu_count"]
