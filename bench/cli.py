@@ -20,6 +20,7 @@ from bench.cli_score import score
 from bench.cli_sweep import sweep
 from bench.errors import BenchError
 from bench.run import RunConfig, RunResult, run_seeds
+from bench.scoring import REAL_SIDE
 
 app = typer.Typer(help="Benchmark generative priors over the codes of a frozen VQ-VAE.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -119,13 +120,18 @@ def compare(out: Path = typer.Option(RESULTS, help="Results folder to read and w
     """Table of every run under the results folder (its own runs and the records carried into
     it); writes comparison.{md,csv,tex,json}."""
     warn = lambda text: err_console.print(f"[yellow]warning:[/] {text}")  # noqa: E731
-    for source in sources or []:
+    for source in sources or []:  # every source checked before anything is carried
         if not (source / "runs").is_dir() and not (source / records.CARRIED).is_dir():
             raise BenchError(f"--from {source}: not a results folder (no runs/ or records/ in it)")
         if source.resolve() == out.resolve():
             raise BenchError(f"--from {source}: is the folder being written (OUT); name another")
+    for source in sources or []:
         found = records.collect(source, warn=warn)
-        written = records.carry(found, out, force=force, warn=warn)
+        current = [r for r in found if r.get("real_side") == REAL_SIDE]
+        if len(current) < len(found):
+            warn(f"not carried: {len(found) - len(current)} record(s) of {source} scored under an "
+                 f"older definition; run `bench migrate --out {source}` and re-run them first")
+        written = records.carry(current, out, force=force, warn=warn)
         out_console.print(f"carried {len(written)} of {len(found)} record(s) from {source} "
                           f"into {out / records.CARRIED}")
     print_comparison(out)

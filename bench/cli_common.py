@@ -64,7 +64,10 @@ def user_errors(fn: F) -> F:
 def print_comparison(out: Path) -> None:
     """One table per setting of every finished run under `out` on stdout; writes
     comparison.{md,csv,tex,json} into `out`."""
-    recs = records.collect(out, warn=lambda text: err_console.print(f"[yellow]warning:[/] {text}"))
+    warn = lambda text: err_console.print(f"[yellow]warning:[/] {text}")  # noqa: E731
+    recs = records.collect(out, warn=warn)
+    for line in records.repeated_cells(recs):
+        warn(line)
     if not recs:
         raise BenchError(f"no finished runs under {out / 'runs'} or {out / records.CARRIED}; "
                          f"run `bench run` first")

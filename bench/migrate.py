@@ -121,4 +121,12 @@ def migrate(out: Path) -> Migration:
             continue
         os.replace(directory, target)  # a committed folder is never written again: one rename
         report.moved.append(f"runs/{directory.name}")
+    for path in sorted((out / records.CARRIED).glob("*.json")):  # carried from elsewhere
+        record = records.read_carried_file(path)
+        if record is None or record.get("real_side") == REAL_SIDE:
+            continue  # not a record (compare names it), or current
+        target = out / SUPERSEDED / records.CARRIED / path.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, target)
+        report.moved.append(f"{records.CARRIED}/{path.name}")
     return report

@@ -18,6 +18,7 @@ import functools
 import json
 import os
 import platform
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -120,41 +121,93 @@ def read_carried(out: Path, warn: Callable[[str], None] = lambda _: None) -> lis
     """The valid records under `out/records`, by run id; others skipped with a warning."""
     found = []
     for path in sorted((out / CARRIED).glob("*.json")):
-        try:
-            record = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
-            warn(f"skipping {path}: unreadable ({e})")
-            continue
-        reason = invalid_reason(record)
-        if reason is None and path.stem != record["run_id"]:
-            reason = f"its run id is {record['run_id']!r}, not the file's name"
+        record, reason = _carried(path)
         if reason:
-            warn(f"skipping {path}: not a run record ({reason})")
-            continue
-        found.append(record)
+            warn(f"skipping {path}: {reason}")
+        else:
+            found.append(record)
     return found
+
+
+def read_carried_file(path: Path) -> dict[str, Any] | None:
+    """The record in one carried file, or None when it holds none."""
+    return _carried(path)[0]
+
+
+def _carried(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        return None, f"unreadable ({e})"
+    reason = invalid_reason(record)
+    if reason is None and path.stem != record["run_id"]:
+        reason = f"its run id is {record['run_id']!r}, not the file's name"
+    return (None, f"not a run record ({reason})") if reason else (record, None)
+
+
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # a carried record's file name
+
+
+def portable(record: dict[str, Any]) -> dict[str, Any]:
+    """A record as carried: without its local folder (`path`), the dataset named by kind and
+    name instead of the spec as typed (which may hold a path of this machine; tables group by
+    `data`, not the spec), and a re-scored record's source run by id, not by folder."""
+    plain = {k: v for k, v in record.items() if k != "path"}
+    data = plain.get("data")
+    if isinstance(data, dict) and {"kind", "name"} <= data.keys():
+        plain["dataset"] = f"{data['kind']}:{data['name']}"
+    against = plain.get("against")
+    if isinstance(against, dict):
+        against = {k: v for k, v in against.items() if k != "run"}
+        source = against.get("data")
+        if isinstance(source, dict) and {"kind", "name"} <= source.keys():
+            against["dataset"] = f"{source['kind']}:{source['name']}"
+        plain["against"] = against
+    return plain
 
 
 def carry(recs: list[dict[str, Any]], out: Path, *, force: bool = False,
           warn: Callable[[str], None] = lambda _: None) -> list[Path]:
-    """Write each record as `out/records/<run_id>.json` (atomically, without its local path);
-    one already there with other content is kept and named in a warning unless `force`.
-    Returns the files written."""
+    """Write each record as `out/records/<run_id>.json` (atomically, `portable`); one already
+    there with other content (or unreadable) is kept and named in a warning unless `force`; a
+    run id that cannot be a file name is skipped with a warning. Returns the files written."""
     written = []
     for record in recs:
-        plain = {k: v for k, v in record.items() if k != "path"}
+        plain = portable(record)
+        if not RUN_ID.fullmatch(plain["run_id"]):
+            warn(f"not carried: run id {plain['run_id']!r} is not a file name")
+            continue
         text = json.dumps(plain, indent=2, sort_keys=True) + "\n"
         path = out / CARRIED / f"{plain['run_id']}.json"
-        if path.is_file():
-            if path.read_text() == text:
+        if path.exists():
+            try:
+                same = path.read_text() == text
+            except (OSError, UnicodeDecodeError):
+                same = False
+            if same:
                 continue
             if not force:
                 warn(f"kept {path}: it holds another copy of that run (use --force to replace it)")
+                continue
+            if path.is_dir():
+                warn(f"not carried: {path} is a folder")
                 continue
         path.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(path, text)
         written.append(path)
     return written
+
+
+def repeated_cells(recs: list[dict[str, Any]]) -> list[str]:
+    """One line per (prior, seed) that more than one run fills in one setting (same backbone
+    export, features, condition, source run): tables pool such runs as if they were seeds."""
+    cells: dict[tuple, list[str]] = {}
+    for r in recs:
+        key = (r["kind"], r["prior"], r["seed"], r["export_hash"], r["extractor"].get("id"),
+               r.get("condition"), (r.get("against") or {}).get("run_id"))
+        cells.setdefault(key, []).append(r["run_id"])
+    return [f"{key[1]} seed {key[2]} is filled by {len(ids)} runs ({', '.join(sorted(ids))}): "
+            f"the table pools them as separate seeds" for key, ids in cells.items() if len(ids) > 1]
 
 
 def versions() -> dict[str, str | None]:
@@ -169,15 +222,18 @@ def versions() -> dict[str, str | None]:
 
 @functools.lru_cache(maxsize=1)
 def source_commit() -> str | None:
-    """The git commit (12 hex digits) of the checkout bench runs from, '+dirty' when tracked
-    files differ from it; None when bench is not run from its own checkout (an installed wheel,
-    or a folder inside some other repository) or git is missing."""
+    """The git commit (12 hex digits) of the checkout bench runs from, '+dirty' when its code
+    (bench, priors, vqvae, trainkit, pyproject.toml) differs from it; None when bench is not
+    run from its own checkout (an installed wheel, or a folder inside some other repository)
+    or git is missing. Read once, when this module is first imported: the code a process runs
+    is the code it loaded, whatever is committed while it works."""
     root = Path(bench.__file__).resolve().parent.parent
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}  # no GIT_DIR etc.
 
     def git(*args: str) -> str | None:
         try:
-            done = subprocess.run(["git", "-C", str(root), *args], capture_output=True,
-                                  text=True, timeout=20)
+            done = subprocess.run(["git", "--no-optional-locks", "-C", str(root), *args],
+                                  capture_output=True, text=True, timeout=20, env=env)
         except (OSError, subprocess.SubprocessError):
             return None
         return done.stdout.strip() if done.returncode == 0 else None
@@ -188,8 +244,11 @@ def source_commit() -> str | None:
     head = git("rev-parse", "HEAD")
     if not head:
         return None
-    dirty = git("status", "--porcelain", "--untracked-files=no")
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--",
+                "bench", "priors", "vqvae", "trainkit", "pyproject.toml")
     return head[:12] + ("+dirty" if dirty else "")
+
+
 
 
 def load_average() -> float | None:
@@ -207,3 +266,6 @@ def machine_load(before: float | None) -> dict[str, Any]:
     """What a record stores beside wall times taken since `load_average()` gave `before`: the
     1-minute load then and now, and the logical cores."""
     return {"load_avg": [before, load_average()], "cpu_count": os.cpu_count()}
+
+
+source_commit()  # at import: see its docstring

@@ -535,7 +535,9 @@ def sample_and_score(cfg: RunConfig, prior: Prior, fitted: dict[str, Any], share
                          else fitted["bits_s"] + sample_s + score_s,
                          # load before sampling and after scoring: was the machine shared?
                          **records.machine_load(load_before),
-                         "fit_load_avg": fitted.get("load_avg")},  # and while it fitted
+                         # and while it fitted (on a machine of fit_cpu_count cores)
+                         "fit_load_avg": fitted.get("load_avg"),
+                         "fit_cpu_count": fitted.get("cpu_count")},
               "device": device_name(device, sc.ranks.world), "fit_device": fitted["device"],
               "curves": fitted["curves"]}
     tensors = {"samples/codes": codes}

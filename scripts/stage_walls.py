@@ -42,7 +42,7 @@ def main() -> None:
         cores = t.get("cpu_count")
         print(f"| {r['prior']} | {r['seed']} | {r.get('versions', {}).get('commit') or '-'} | "
               f"{seconds(bb.get('train_wall_s'))} ({load(bb.get('load_avg'), bb.get('cpu_count'))}) | "
-              f"{seconds(r['scores'].get('fit_s'))} ({load(t.get('fit_load_avg'), cores)}) | "
+              f"{seconds(r['scores'].get('fit_s'))} ({load(t.get('fit_load_avg'), t.get('fit_cpu_count'))}) | "
               f"{seconds(t.get('bits_s'))} | {seconds(t.get('sample_s'))} | "
               f"{seconds(t.get('score_s'))} | {seconds(t.get('after_fit_s'))} "
               f"({load(t.get('load_avg'), cores)}) |")

@@ -104,34 +104,43 @@ def test_compare_carries_records_from_other_folders(results, tmp_path):
     """Runs made where no disk is shared (another machine, a later session) end up in one
     table: `--from` carries their records as plain files, and the table rebuilds from those
     alone; a differing copy is kept unless --force; the store's own run wins over a carried one."""
+    import shutil
+    own_folder = tmp_path / "own"
+    shutil.copytree(results, own_folder)
+    assert bench("compare", "--out", str(own_folder)).exit_code == 0
+    own = json.loads((own_folder / "comparison.json").read_text())
     ref = tmp_path / "reference"
-    first = bench("compare", "--out", str(ref), "--from", str(results))
+    first = bench("compare", "--out", str(ref), "--from", str(own_folder))
     assert first.exit_code == 0, first.output
     carried = sorted((ref / "records").glob("*.json"))
     assert len(carried) == 4 and not (ref / "runs").exists()  # uniform, pixelcnn, 2 ceilings
-    assert all(str(results) not in p.read_text() for p in carried)  # no local paths carried
+    assert all(str(tmp_path) not in p.read_text() for p in carried)  # no local paths carried
     assert "carried 4 of 4" in first.stdout
-    own = json.loads((results / "comparison.json").read_text())
     assert json.loads((ref / "comparison.json").read_text()) == own  # the same table
-    again = bench("compare", "--out", str(ref), "--from", str(results))
+    again = bench("compare", "--out", str(ref), "--from", str(own_folder))
     assert again.exit_code == 0 and "carried 0 of 4" in again.stdout  # identical: nothing to do
     pixel = next(p for p in carried if json.loads(p.read_text())["prior"] == "pixelcnn")
-    changed = json.loads(pixel.read_text()) | {"note": "another copy"}
+    changed = json.loads(pixel.read_text())
+    changed["scores"]["fd"] = 1e6
     pixel.write_text(json.dumps(changed))
-    kept = bench("compare", "--out", str(ref), "--from", str(results))
+    kept = bench("compare", "--out", str(ref), "--from", str(own_folder))
     assert kept.exit_code == 0 and "kept" in kept.stderr and "--force" in kept.stderr.replace("\n", "")
-    assert json.loads(pixel.read_text())["note"] == "another copy"
-    forced = bench("compare", "--out", str(ref), "--from", str(results), "--force")
-    assert forced.exit_code == 0 and "note" not in json.loads(pixel.read_text())
+    assert json.loads(pixel.read_text())["scores"]["fd"] == 1e6
+    # the store's own run wins: carrying the changed copy back changes nothing in own's table
+    back = bench("compare", "--out", str(own_folder), "--from", str(ref))
+    assert back.exit_code == 0 and json.loads((own_folder / "comparison.json").read_text()) == own
+    forced = bench("compare", "--out", str(ref), "--from", str(own_folder), "--force")
+    assert forced.exit_code == 0 and json.loads(pixel.read_text())["scores"]["fd"] != 1e6
     (ref / "records" / "junk.json").write_text('{"kind": "prior"}')  # not a record: skipped, named
     (ref / "records" / "renamed.json").write_text(pixel.read_text())  # name is not its run id
     skipped = bench("compare", "--out", str(ref))
     said = skipped.stderr.replace("\n", "")  # rich wraps long warnings
     assert skipped.exit_code == 0 and "junk.json" in said and "renamed.json: not a run record" in said
     assert json.loads((ref / "comparison.json").read_text()) == own
-    assert_user_error(bench("compare", "--out", str(ref), "--from", str(tmp_path / "nowhere")),
-                      "not a results folder")
-    assert_user_error(bench("compare", "--out", str(ref), "--from", str(ref)), "being written")
+    assert_user_error(bench("compare", "--out", str(ref), "--from", str(own_folder),
+                            "--from", str(tmp_path / "nowhere")), "not a results folder")
+    assert len(list((ref / "records").glob("*.json"))) == 6  # the bad second --from: nothing written
+    assert_user_error(bench("compare", "--out", str(ref), "--from", str(ref) + "/"), "being written")
 
 
 def test_priors_lists_the_registry():
