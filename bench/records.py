@@ -249,8 +249,6 @@ def source_commit() -> str | None:
     return head[:12] + ("+dirty" if dirty else "")
 
 
-
-
 def load_average() -> float | None:
     """The machine's 1-minute load average (runnable processes), or None where the OS has none.
     Stored beside a record's wall times: on a machine of C cores a run alone adds about its own
