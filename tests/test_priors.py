@@ -109,6 +109,7 @@ def test_dcgan_needs_the_codebook():
 @pytest.mark.parametrize("name,field,value,match", [
     ("dcgan", "sample_mode", "mode", "sample_mode must be 'sample' or 'argmax'"),
     ("dcgan", "tau", 0.0, "tau must be > 0"), ("dcgan", "beta1", 1.0, r"beta1 must be in \[0, 1\)"),
+    ("dcgan", "d_lr_scale", 0.0, "d_lr_scale must be > 0"),
     ("transformer", "n_heads", 3, "dim must be a multiple of n_heads=3"),
     ("transformer", "positions", "3d", "positions must be '2d' or '1d'"),
     ("gated-pixelcnn", "first_kernel", 1, "first_kernel must be odd and >= 3"),
@@ -125,6 +126,25 @@ def test_dcgan_argmax_mode_is_deterministic_given_noise():
                 num_codes=K, grid=GRID, codebook=torch.randn(K, 3))
     draw = lambda: prior.sample(3, generator=torch.Generator().manual_seed(2))  # noqa: E731
     assert torch.equal(draw(), draw())
+
+
+def test_dcgan_minibatch_std_scores_a_grid_by_its_batch():
+    """With minibatch_std the discriminator's score of a grid depends on the rest of its batch
+    (the batch's feature spread is one more channel): the same grid scores differently beside
+    copies of itself than beside other grids; without it, the same. An empty shard (a rank with
+    no rows of the last batch) scores nothing, without error."""
+    from priors.dcgan import Discriminator
+    x = torch.randn(4, 3, 8, 8)
+    same = x[:1].expand(4, -1, -1, -1)
+    for on in (True, False):
+        cfg = get_prior("dcgan").Config(channels=4, n_stages=2, minibatch_std=on)
+        torch.manual_seed(0)
+        disc = Discriminator(3, (8, 8), 0, cfg).eval()
+        assert disc.features == (8 + on) * 2 * 2
+        with torch.no_grad():
+            varied, collapsed = disc(x, None)[0], disc(same, None)[0]
+            assert disc(x[:0], None).shape == (0,)
+        assert torch.isclose(varied, collapsed).item() is not on
 
 
 def test_unigram_counts_and_log_prob_equal_their_one_hot_definition():
