@@ -198,7 +198,7 @@ class DCGANPrior(Prior):
             self.gen.eval()
         loop.finish(self.gen, self.disc)
         return {"d_loss": run["losses"][0], "g_loss": run["losses"][1],
-                "train_wall_s": loop.wall_s()}
+                **loop.times()}
 
     def _step(self, opt_g, opt_d, real_codes: Tensor, labels: Tensor | None, *,
               nets: tuple[nn.Module, nn.Module], loop: FitLoop,

@@ -119,7 +119,7 @@ class NetPrior(Prior):
         self.net.load_state_dict(run["best_state"])
         self.net.eval()
         return {"val_bits_per_code": run["best_nats"] / math.log(2),
-                "best_epoch": float(run["best_epoch"]), "train_wall_s": loop.wall_s(),
+                "best_epoch": float(run["best_epoch"]), **loop.times(),
                 "steps": float(total), "bf16_autocast": float(precision == "bf16")}
 
     def training_precision(self) -> str:

@@ -48,6 +48,7 @@ class FitLoop:
         self.checkpoint = checkpoint if self.rank == 0 else NullCheckpoint()
         self.progress = progress
         self.step, self.history, self.started = 0, [], time.perf_counter()
+        self.cpu_started: float | None = time.process_time()  # None: a resumed part's is unknown
         self.parts: dict[str, Any] = {}
         self.extra: dict[str, Any] = {}
 
@@ -75,13 +76,15 @@ class FitLoop:
             torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
         self.step, self.history = state["step"], state["history"]
         self.started = time.perf_counter() - state["wall_s"]
+        cpu_s = state.get("cpu_s")  # absent from checkpoints written before it was kept
+        self.cpu_started = None if cpu_s is None else time.process_time() - cpu_s
         self.extra.update(state["extra"])
 
     def state(self) -> dict[str, Any]:
         """Everything `start` needs to continue after the steps done so far."""
         cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
         return cpu_copy({"step": self.step, "history": list(self.history), "extra": self.extra,
-                         "wall_s": self.wall_s(),
+                         "wall_s": self.wall_s(), "cpu_s": self.cpu_s(),
                          "parts": {k: p.state_dict() for k, p in self.parts.items()},
                          "order": self.order.state_dict(),
                          "rng": {"cpu": torch.get_rng_state(), "cuda": cuda}})
@@ -106,6 +109,23 @@ class FitLoop:
     def wall_s(self) -> float:
         """Seconds spent in this fit so far, the runs before a resume included."""
         return time.perf_counter() - self.started
+
+    def cpu_s(self) -> float | None:
+        """CPU seconds this process (all its threads; rank 0's under DDP) spent in this fit so
+        far, the runs before a resume included; None if a resumed checkpoint did not keep them."""
+        return None if self.cpu_started is None else time.process_time() - self.cpu_started
+
+    def times(self) -> dict[str, float]:
+        """What a fit's summary says of its time (floats, as a fit's summary holds).
+        `train_cpu_share` = CPU seconds / (wall seconds x torch threads): about 1 when the fit
+        had its threads' cores to itself, about 0.5 when another job of as many threads shared
+        them (a load average taken before and after the fit misses a job that ran only in
+        between). The CPU figures are left out where a resumed checkpoint did not keep them."""
+        wall, cpu, threads = self.wall_s(), self.cpu_s(), torch.get_num_threads()
+        times = {"train_wall_s": wall, "train_threads": float(threads)}
+        if cpu is not None and wall > 0:
+            times |= {"train_cpu_s": cpu, "train_cpu_share": round(cpu / (wall * threads), 3)}
+        return times
 
     def epoch(self, step: int) -> int:
         return step // self.per_epoch

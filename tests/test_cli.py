@@ -70,6 +70,8 @@ def test_run_writes_a_record_with_every_score(results):
     (fit,) = (results / "fits").glob("pixelcnn-*/fit.json")  # the fit's wall time, likewise
     fitted = json.loads(fit.read_text())
     assert len(fitted["load_avg"]) == 2 and fitted["cpu_count"] == timing["cpu_count"]
+    # and the share of its threads' CPU time it had through the whole fit, in the record too
+    assert 0 < recs["pixelcnn"]["fit"]["train_cpu_share"] == fitted["fit"]["train_cpu_share"]
 
 
 def test_uniform_bits_per_code_is_log2_k_exactly(results):

@@ -77,7 +77,7 @@ def check_resume(train, checkpoint: MemoryCheckpoint, reference) -> None:
     ref_state, ref_summary, ref_progress = reference
     assert_same_tensors(state, ref_state)
     assert summary.keys() == ref_summary.keys()
-    assert all(summary[k] == ref_summary[k] or "wall" in k or k.endswith("_s")
+    assert all(summary[k] == ref_summary[k] or "wall" in k or "cpu" in k or k.endswith("_s")
                for k in summary)
     assert progress.ticks == ref_progress.ticks  # the bar starts where it was, same values
     if resumed is None:
@@ -109,6 +109,31 @@ def test_prior_resumed_after_any_step_is_bitwise_uninterrupted(name, kill_after_
 def test_prior_redoes_the_steps_after_its_last_checkpoint(name, kill_at, reference_fits):
     check_resume(lambda c, p: fit_prior(name, c, p), MemoryCheckpoint(every=2, kill_at=kill_at),
                  reference_fits[name])
+
+
+class WithoutCpuSeconds(MemoryCheckpoint):
+    """A checkpoint as written before fits kept their CPU seconds."""
+
+    def save(self, state):
+        super().save({k: v for k, v in state.items() if k != "cpu_s"})
+
+
+def test_a_fit_reports_its_cpu_share_through_a_resume():
+    """The summary's CPU share is CPU seconds / (wall seconds x threads) of the whole fit, the
+    part before a resume included; resumed from a checkpoint that did not keep its CPU seconds,
+    the fit leaves the CPU figures out (the wall time and the weights are as ever)."""
+    _, fresh = fit_prior("pixelcnn", MemoryCheckpoint(every=STEPS + 1), Recorder())
+    assert fresh["train_threads"] == float(torch.get_num_threads())
+    assert fresh["train_cpu_share"] == round(
+        fresh["train_cpu_s"] / (fresh["train_wall_s"] * fresh["train_threads"]), 3)
+    assert 0 < fresh["train_cpu_share"] and all(type(v) is float for v in fresh.values())
+    out = {}
+    interrupted_then_resumed(lambda c, p: out.update(result=fit_prior("pixelcnn", c, p)),
+                             MemoryCheckpoint(every=1, kill_after_saves=3))
+    assert out["result"][1].keys() == fresh.keys()
+    interrupted_then_resumed(lambda c, p: out.update(result=fit_prior("pixelcnn", c, p)),
+                             WithoutCpuSeconds(every=1, kill_after_saves=3))
+    assert out["result"][1].keys() == fresh.keys() - {"train_cpu_s", "train_cpu_share"}
 
 
 # -- the backbone ---------------------------------------------------------------------------
