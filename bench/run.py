@@ -316,7 +316,7 @@ def prepare_shared(cfg: RunConfig, preset: Preset, sc: StageContext) -> Shared:
     training = {"train_wall_s": summary.get("train_wall_s"), "steps": summary.get("steps"),
                 "precision": summary.get("precision"),
                 "device": meta.get("device"), "load_avg": meta.get("load_avg"),
-                "cpu_count": meta.get("cpu_count")}
+                "cpu_count": meta.get("cpu_count"), "cpu_share": summary.get("train_cpu_share")}
     return Shared(preset, ds, model, export, artefacts, scores, training)
 
 

@@ -9,8 +9,9 @@ A load column gives the 1-minute load average before and after the stage, then t
 cores: on C cores a run alone holds about its own threads; a load well above the cores means
 other jobs shared them and the stage's time is not the run's alone ("-" where the record
 predates these fields). The fit's CPU share is its CPU seconds over wall seconds x torch
-threads, taken through the whole fit: about 1.0 alone, about 0.5 beside another job of as many
-threads, which a load taken only before and after can miss.
+threads, taken through the whole fit (the backbone's too, where its record has it): about 1.0
+alone, about 0.5 beside another job of as many threads, which a load taken only before and
+after can miss.
 """
 import sys
 from pathlib import Path
@@ -47,7 +48,8 @@ def main() -> None:
         t, bb = r.get("timing") or {}, r.get("backbone_training") or {}
         cpu_share = (r.get("fit") or {}).get("train_cpu_share")
         cells = [r["prior"], r["seed"], r.get("versions", {}).get("commit") or "-",
-                 f"{seconds(bb.get('train_wall_s'))} ({load(bb.get('load_avg'), bb.get('cpu_count'))})",
+                 f"{seconds(bb.get('train_wall_s'))} ({load(bb.get('load_avg'), bb.get('cpu_count'))})"
+                 + ("" if bb.get("cpu_share") is None else f", CPU share {bb['cpu_share']:.2f}"),
                  f"{seconds(r['scores'].get('fit_s'))} "
                  f"({load(t.get('fit_load_avg'), t.get('fit_cpu_count'))})",
                  share(cpu_share), seconds(t.get("bits_s")), seconds(t.get("sample_s")),

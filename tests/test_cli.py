@@ -67,6 +67,7 @@ def test_run_writes_a_record_with_every_score(results):
     training = recs["pixelcnn"]["backbone_training"]  # and the backbone's, in every record
     assert training["train_wall_s"] > 0 and training["steps"] > 0 and len(training["load_avg"]) == 2
     assert training == recs["uniform"]["backbone_training"]
+    assert 0 < training["cpu_share"]  # the share of its threads' CPU time through the training
     (fit,) = (results / "fits").glob("pixelcnn-*/fit.json")  # the fit's wall time, likewise
     fitted = json.loads(fit.read_text())
     assert len(fitted["load_avg"]) == 2 and fitted["cpu_count"] == timing["cpu_count"]

@@ -207,3 +207,24 @@ def test_a_fit_without_a_checkpoint_keyword_is_told_apart():
     assert not accepts_checkpoint(Plain) and accepts_checkpoint(get_prior("pixelcnn"))
     null = priors.NullCheckpoint()
     assert null.load() is None and not null.due(1)
+
+
+class WithoutBackboneCpuSeconds(MemoryCheckpoint):
+    """A backbone checkpoint as written before training kept its CPU seconds."""
+
+    def save(self, state):
+        values = {k: v for k, v in state["values"].items() if k != "cpu_s"}
+        super().save(state | {"values": values})
+
+
+def test_the_backbone_reports_its_cpu_share_unless_an_older_checkpoint_lacks_it():
+    _, fresh = train_backbone(MemoryCheckpoint(every=BACKBONE_STEPS + 1), Recorder())
+    assert fresh["train_cpu_share"] == round(
+        fresh["train_cpu_s"] / (fresh["train_wall_s"] * torch.get_num_threads()), 3) > 0
+    out = {}
+    interrupted_then_resumed(lambda c, p: out.update(result=train_backbone(c, p)),
+                             MemoryCheckpoint(every=1, kill_after_saves=3))
+    assert out["result"][1].keys() == fresh.keys()
+    interrupted_then_resumed(lambda c, p: out.update(result=train_backbone(c, p)),
+                             WithoutBackboneCpuSeconds(every=1, kill_after_saves=3))
+    assert out["result"][1].keys() == fresh.keys() - {"train_cpu_s", "train_cpu_share"}

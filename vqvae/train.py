@@ -86,9 +86,13 @@ def train_vqvae(model: VQVAE, images: np.ndarray, cfg: TrainConfig, *, device: t
     if rank:  # rank 0 alone reads and writes the checkpoint; the others get its state
         checkpoint = NullCheckpoint()
     run = resume(from_rank0(checkpoint.load()), parts, generators,
-                 TrainState(values={"seen": 0, "mse": float("nan"), "wall_s": 0.0, "updates": 0}))
+                 TrainState(values={"seen": 0, "mse": float("nan"), "wall_s": 0.0, "cpu_s": 0.0,
+                                    "updates": 0}))
     model.quantizer.updates = run.values["updates"]
     net, t0 = data_parallel(model), time.perf_counter() - run.values["wall_s"]
+    # CPU seconds of this process, the runs before a resume included (None: an older
+    # checkpoint did not keep them)
+    c0 = time.process_time() - run.values["cpu_s"] if "cpu_s" in run.values else None
     start_progress(progress, "backbone", total, run)
     try:
         for step in range(run.step, total):
@@ -99,15 +103,22 @@ def train_vqvae(model: VQVAE, images: np.ndarray, cfg: TrainConfig, *, device: t
             run.values.update(seen=run.values["seen"] + cfg.batch_size, mse=mse,
                               wall_s=time.perf_counter() - t0, updates=model.quantizer.updates,
                               lr=lr)
+            if c0 is not None:
+                run.values["cpu_s"] = time.process_time() - c0
             advance(progress, run, mse=mse)
             save_if_due(checkpoint, run, parts, generators)
     finally:
         progress.stop()
     model.eval()
     wall_s = time.perf_counter() - t0
-    return {"train_wall_s": wall_s, "train_images_per_s": run.values["seen"] / wall_s,
-            "final_mse": run.values["mse"], "steps": float(total),
-            "final_lr": run.values.get("lr", cfg.lr), "precision": precision}
+    summary = {"train_wall_s": wall_s, "train_images_per_s": run.values["seen"] / wall_s,
+               "final_mse": run.values["mse"], "steps": float(total),
+               "final_lr": run.values.get("lr", cfg.lr), "precision": precision}
+    if c0 is not None:  # the share of its threads' CPU time it had (priors.training.FitLoop.times)
+        cpu_s = time.process_time() - c0
+        summary |= {"train_cpu_s": cpu_s,
+                    "train_cpu_share": round(cpu_s / (wall_s * torch.get_num_threads()), 3)}
+    return summary
 
 
 def _optimiser(model: VQVAE, cfg: TrainConfig, total_steps: int) -> tuple[Any, Any]:
