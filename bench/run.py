@@ -36,6 +36,7 @@ from bench.store import (Artefact, Store, load_tensors, read_json, save_tensors,
 from bench.torchrun import Ranks, check_batches, session
 from bench.validate import preflight
 from priors import Prior
+from priors.base import cache_key_fields
 from vqvae import VQVAE, CodeExport, decode_codes
 from vqvae.train import PRECISIONS, to_float
 
@@ -106,7 +107,7 @@ def fit_artefact(cfg: RunConfig, preset: Preset, prior: Prior, export: CodeExpor
     identity is in the key, so a preset file edited or renamed, even in its `n_samples` alone,
     fits again.) `precision`: the resolved training precision to key on (`bench migrate`: the
     one an old run recorded); None: the prior's, as it resolves on its device."""
-    config = dataclasses.asdict(prior.config)
+    config = cache_key_fields(prior.config)
     if "precision" in config:  # keyed as it resolved on the device, not as configured
         config = precision_keyed(config, precision or prior.training_precision())
     return Artefact.of("fits", {"prior": cfg.prior, "config": config,

@@ -226,6 +226,21 @@ def epoch_count(n: int, batch_size: int, total_steps: int) -> int:
     return math.ceil(total_steps / math.ceil(n / batch_size))
 
 
+# A Config field added after fits were stored: `cache_key_fields` leaves it out of the fit's cache
+# key while it holds its default, so the fits stored before it existed are still found.
+ADDED_LATER = {"added_later": True}
+
+
+def cache_key_fields(config: Any) -> dict[str, Any]:
+    """A prior config's fields as a fit's cache key holds them: every field, but those marked
+    `field(default=..., metadata=ADDED_LATER)` at their default."""
+    fields = dataclasses.asdict(config)
+    for f in dataclasses.fields(config):
+        if f.metadata.get("added_later") and fields[f.name] == f.default:
+            del fields[f.name]
+    return fields
+
+
 def check_preset(preset: str) -> None:
     if preset not in PRESETS:
         raise PriorError(f"unknown preset {preset!r}; available: {', '.join(PRESETS)}")

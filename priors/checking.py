@@ -181,7 +181,7 @@ def off_seed_rng_state() -> torch.Tensor:
     past a seed) and returns it: a prior that seeds the global RNG changes this state whatever
     seed it uses, while a process that happens to sit at `manual_seed(0)` would hide a call of
     `manual_seed(0)` (measured: the rule passed such a prior after other tests had seeded 0).
-    run_rule restores the caller's state."""
-    torch.manual_seed(0x5EED)
+    run_rule restores the caller's CPU RNG state."""
+    torch.random.default_generator.manual_seed(0x5EED)  # the CPU's alone: run_rule restores it
     torch.rand(1)
     return torch.random.get_rng_state()

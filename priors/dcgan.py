@@ -11,16 +11,16 @@ in the discriminator (Miyato & Koyama 2018). No likelihood: `log_prob` raises.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from priors.base import (Checkpoint, CodeSet, NullCheckpoint, Prior, PriorError, Progress,
-                         check_preset, gumbel_argmax, register_prior, require, require_positive,
-                         seeded, step_budget)
+from priors.base import (ADDED_LATER, Checkpoint, CodeSet, NullCheckpoint, Prior, PriorError,
+                         Progress, check_preset, gumbel_argmax, register_prior, require,
+                         require_positive, seeded, step_budget)
 from priors.training import FitLoop, Shard
 from trainkit import data_parallel
 
@@ -78,7 +78,7 @@ class Discriminator(nn.Module):
     def forward(self, x: Tensor, labels: Tensor | None) -> Tensor:  # (N, D, h, w) -> (N,)
         f = self.body(x)  # (N, C, h', w')
         if self.minibatch_std:  # how much the batch varies, one more channel (Karras et al. 2018)
-            spread = f.std(dim=0, unbiased=False).mean() if len(f) else f.sum()
+            spread = f.std(dim=0, unbiased=False).mean()  # a fit's shard has >= 1 row
             f = torch.cat([f, spread.expand(len(f), 1, *f.shape[2:])], dim=1)
         f = f.flatten(1)  # (N, F)
         score = self.out(f)[:, 0]
@@ -101,9 +101,12 @@ class DCGANPrior(Prior):
         max_steps: int = 0  # cap on D+G steps (0: epochs decide); bounds a preset's cost on big datasets
         batch_size: int = 64  # grids per step (one D and one G update)
         lr: float = 2e-4  # Adam learning rate for both nets (DCGAN paper)
-        d_lr_scale: float = 1.0  # D's learning rate is lr times this (TTUR, Heusel et al. 2017)
-        minibatch_std: bool = False  # D sees the batch's feature spread, which penalises collapse
-        # (under DDP, the spread of each rank's rows)
+        # D's learning rate is lr times this (TTUR, Heusel et al. 2017)
+        d_lr_scale: float = field(default=1.0, metadata=ADDED_LATER)
+        # the batch's feature spread (Karras et al. 2018) as one more input of D's last, linear
+        # layer: D can reward or penalise a batch's spread, linearly (under DDP, the spread of
+        # each rank's rows, so a DDP fit no longer equals the one-process fit)
+        minibatch_std: bool = field(default=False, metadata=ADDED_LATER)
         beta1: float = 0.5  # Adam beta1 (DCGAN paper); beta2 stays 0.999
         tau: float = 1.0  # Gumbel-softmax temperature of the generated codes
         spectral_norm: bool = True  # D layers after the first: spectral norm, else batch norm
@@ -114,6 +117,8 @@ class DCGANPrior(Prior):
             require(self.max_steps >= 0, "max_steps", self.max_steps, ">= 0 (0 = no cap)")
             require(self.lr > 0, "lr", self.lr, "> 0")
             require(self.d_lr_scale > 0, "d_lr_scale", self.d_lr_scale, "> 0")
+            require(type(self.minibatch_std) is bool, "minibatch_std", self.minibatch_std,
+                    "true or false")
             require(0 <= self.beta1 < 1, "beta1", self.beta1, "in [0, 1)")
             require(self.tau > 0, "tau", self.tau, "> 0")
             require(self.sample_mode in ("sample", "argmax"), "sample_mode", self.sample_mode,

@@ -22,7 +22,8 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from priors.base import epoch_count
-from trainkit import Checkpoint, EpochOrder, NullCheckpoint, Progress, cpu_copy, from_rank0, rank_world
+from trainkit import (Checkpoint, EpochOrder, NullCheckpoint, Progress, cpu_copy, cpu_times,
+                      from_rank0, rank_world)
 
 
 class Shard(NamedTuple):
@@ -116,16 +117,8 @@ class FitLoop:
         return None if self.cpu_started is None else time.process_time() - self.cpu_started
 
     def times(self) -> dict[str, float]:
-        """What a fit's summary says of its time (floats, as a fit's summary holds).
-        `train_cpu_share` = CPU seconds / (wall seconds x torch threads): about 1 when the fit
-        had its threads' cores to itself, about 0.5 when another job of as many threads shared
-        them (a load average taken before and after the fit misses a job that ran only in
-        between). The CPU figures are left out where a resumed checkpoint did not keep them."""
-        wall, cpu, threads = self.wall_s(), self.cpu_s(), torch.get_num_threads()
-        times = {"train_wall_s": wall, "train_threads": float(threads)}
-        if cpu is not None and wall > 0:
-            times |= {"train_cpu_s": cpu, "train_cpu_share": round(cpu / (wall * threads), 3)}
-        return times
+        """What a fit's summary says of its time (floats, as a fit's summary holds)."""
+        return cpu_times(self.wall_s(), self.cpu_s(), self.device, self.world)
 
     def epoch(self, step: int) -> int:
         return step // self.per_epoch
@@ -161,3 +154,4 @@ class FitLoop:
         total = loss.detach().clone()
         dist.all_reduce(total)
         return float(total) / self.world
+

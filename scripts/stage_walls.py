@@ -57,5 +57,6 @@ def main() -> None:
                  f"{seconds(t.get('after_fit_s'))} ({load(t.get('load_avg'), t.get('cpu_count'))})"]
         print("| " + " | ".join(str(c) for c in cells) + " |")
 
+
 if __name__ == "__main__":
     main()

@@ -1,4 +1,6 @@
-"""DDP: two gloo ranks on this machine train like one process at the same global batch size."""
+"""DDP: two gloo ranks on this machine train like one process at the same global batch size
+(the tiny presets; dcgan's minibatch_std, off there, takes each rank's spread, so a DDP fit
+with it is not the one-process fit)."""
 
 from __future__ import annotations
 

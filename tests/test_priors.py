@@ -3,6 +3,7 @@ failed to load; the registry's error paths; per-prior known values and config va
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -130,9 +131,10 @@ def test_dcgan_argmax_mode_is_deterministic_given_noise():
 
 def test_dcgan_minibatch_std_scores_a_grid_by_its_batch():
     """With minibatch_std the discriminator's score of a grid depends on the rest of its batch
-    (the batch's feature spread is one more channel): the same grid scores differently beside
-    copies of itself than beside other grids; without it, the same. An empty shard (a rank with
-    no rows of the last batch) scores nothing, without error."""
+    (the batch's feature spread is one more input of its last layer): the same grid scores
+    differently beside copies of itself than beside other grids; without it, the same. The
+    spread passes gradients back to the inputs (what the generator learns from); a batch of
+    one row (a rank's stand-in row under DDP) gives finite ones."""
     from priors.dcgan import Discriminator
     x = torch.randn(4, 3, 8, 8)
     same = x[:1].expand(4, -1, -1, -1)
@@ -143,8 +145,28 @@ def test_dcgan_minibatch_std_scores_a_grid_by_its_batch():
         assert disc.features == (8 + on) * 2 * 2
         with torch.no_grad():
             varied, collapsed = disc(x, None)[0], disc(same, None)[0]
-            assert disc(x[:0], None).shape == (0,)
         assert torch.isclose(varied, collapsed).item() is not on
+    cfg = get_prior("dcgan").Config(channels=4, n_stages=2, minibatch_std=True, spectral_norm=False)
+    disc = Discriminator(3, (8, 8), 0, cfg)
+    with torch.no_grad():  # the score through the spread alone: the other features weigh 0
+        disc.out.weight.view(1, 9, 2, 2)[:, :8] = 0
+    for rows in (x, x[:1]):
+        rows = rows.clone().requires_grad_()
+        disc(rows, None).sum().backward()
+        assert torch.isfinite(rows.grad).all()
+        assert bool(rows.grad.abs().sum() > 0) is (len(rows) > 1)  # one row: no spread to move
+
+
+def test_fields_added_later_stay_out_of_a_fit_key_at_their_default():
+    """dcgan's minibatch_std and d_lr_scale came after dcgan fits were stored: at their defaults
+    they are not in the cache key, so those fits are found again; set, they are."""
+    from priors.base import cache_key_fields
+    cfg = get_prior("dcgan").preset("quick")
+    assert {"minibatch_std", "d_lr_scale"}.isdisjoint(cache_key_fields(cfg))
+    assert cache_key_fields(cfg) == {k: v for k, v in dataclasses.asdict(cfg).items()
+                                     if k not in ("minibatch_std", "d_lr_scale")}
+    standard = cache_key_fields(get_prior("dcgan").preset("standard"))
+    assert standard["minibatch_std"] is True and standard["d_lr_scale"] == 4.0
 
 
 def test_unigram_counts_and_log_prob_equal_their_one_hot_definition():

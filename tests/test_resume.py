@@ -111,31 +111,6 @@ def test_prior_redoes_the_steps_after_its_last_checkpoint(name, kill_at, referen
                  reference_fits[name])
 
 
-class WithoutCpuSeconds(MemoryCheckpoint):
-    """A checkpoint as written before fits kept their CPU seconds."""
-
-    def save(self, state):
-        super().save({k: v for k, v in state.items() if k != "cpu_s"})
-
-
-def test_a_fit_reports_its_cpu_share_through_a_resume():
-    """The summary's CPU share is CPU seconds / (wall seconds x threads) of the whole fit, the
-    part before a resume included; resumed from a checkpoint that did not keep its CPU seconds,
-    the fit leaves the CPU figures out (the wall time and the weights are as ever)."""
-    _, fresh = fit_prior("pixelcnn", MemoryCheckpoint(every=STEPS + 1), Recorder())
-    assert fresh["train_threads"] == float(torch.get_num_threads())
-    assert fresh["train_cpu_share"] == round(
-        fresh["train_cpu_s"] / (fresh["train_wall_s"] * fresh["train_threads"]), 3)
-    assert 0 < fresh["train_cpu_share"] and all(type(v) is float for v in fresh.values())
-    out = {}
-    interrupted_then_resumed(lambda c, p: out.update(result=fit_prior("pixelcnn", c, p)),
-                             MemoryCheckpoint(every=1, kill_after_saves=3))
-    assert out["result"][1].keys() == fresh.keys()
-    interrupted_then_resumed(lambda c, p: out.update(result=fit_prior("pixelcnn", c, p)),
-                             WithoutCpuSeconds(every=1, kill_after_saves=3))
-    assert out["result"][1].keys() == fresh.keys() - {"train_cpu_s", "train_cpu_share"}
-
-
 # -- the backbone ---------------------------------------------------------------------------
 
 BACKBONE = VQVAEConfig(hidden=8, res_blocks=1, res_hidden=4, num_codes=16, code_dim=4)
@@ -209,22 +184,74 @@ def test_a_fit_without_a_checkpoint_keyword_is_told_apart():
     assert null.load() is None and not null.due(1)
 
 
-class WithoutBackboneCpuSeconds(MemoryCheckpoint):
-    """A backbone checkpoint as written before training kept its CPU seconds."""
+# -- CPU seconds through a resume ---------------------------------------------------------------
+
+class FakeClock:
+    """Stands in for the `time` module of the training loops: time moves only when a checkpoint
+    is asked whether it is due (once a step), 2 s of wall time and 1 s of CPU time a step."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def process_time(self) -> float:
+        return self.now / 2
+
+
+class Clocked(MemoryCheckpoint):
+    def __init__(self, clock: FakeClock, *, keeps_cpu: bool = True, **kw) -> None:
+        super().__init__(**kw)
+        self.clock, self.keeps_cpu = clock, keeps_cpu
+
+    def due(self, step: int) -> bool:
+        self.clock.now += 2.0
+        return super().due(step)
 
     def save(self, state):
-        values = {k: v for k, v in state["values"].items() if k != "cpu_s"}
-        super().save(state | {"values": values})
+        if not self.keeps_cpu:  # as written before trainings kept their CPU seconds
+            state = {k: v for k, v in state.items() if k != "cpu_s"}
+            if "values" in state:
+                state["values"] = {k: v for k, v in state["values"].items() if k != "cpu_s"}
+        super().save(state)
 
 
-def test_the_backbone_reports_its_cpu_share_unless_an_older_checkpoint_lacks_it():
-    _, fresh = train_backbone(MemoryCheckpoint(every=BACKBONE_STEPS + 1), Recorder())
-    assert fresh["train_cpu_share"] == round(
-        fresh["train_cpu_s"] / (fresh["train_wall_s"] * torch.get_num_threads()), 3) > 0
+@pytest.mark.parametrize("train", ["fit", "backbone"])
+def test_cpu_seconds_add_up_through_a_resume(train, monkeypatch):
+    """A fit's (and the backbone's) CPU seconds are those of the whole training, the part
+    before a resume included, and its CPU share is CPU seconds / (wall seconds x threads): with
+    1 CPU second per 2 wall seconds, 0.5 / threads. Resumed from a checkpoint that did not keep
+    its CPU seconds, the CPU figures are left out; the rest is as ever."""
+    import priors.training
+    import vqvae.train
+    clock = FakeClock()
+    monkeypatch.setattr(priors.training, "time", clock)
+    monkeypatch.setattr(vqvae.train, "time", clock)
+    run = (lambda c, p: fit_prior("pixelcnn", c, p)) if train == "fit" else train_backbone
+    steps = STEPS if train == "fit" else BACKBONE_STEPS
+    never = steps + 1
+    _, fresh = run(Clocked(clock, every=never), Recorder())
+    assert fresh["train_wall_s"] == 2.0 * steps and fresh["train_cpu_s"] == 1.0 * steps
+    assert fresh["train_cpu_share"] == round(0.5 / torch.get_num_threads(), 3)
+    assert fresh["train_threads"] == float(torch.get_num_threads())
     out = {}
-    interrupted_then_resumed(lambda c, p: out.update(result=train_backbone(c, p)),
-                             MemoryCheckpoint(every=1, kill_after_saves=3))
-    assert out["result"][1].keys() == fresh.keys()
-    interrupted_then_resumed(lambda c, p: out.update(result=train_backbone(c, p)),
-                             WithoutBackboneCpuSeconds(every=1, kill_after_saves=3))
+    interrupted_then_resumed(lambda c, p: out.update(result=run(c, p)),
+                             Clocked(clock, every=1, kill_after_saves=3))
+    resumed = out["result"][1]
+    # the backbone's checkpoint holds the times before its own step's save (one tick less)
+    assert resumed["train_wall_s"] == 2.0 * steps - (2.0 if train == "backbone" else 0.0)
+    assert resumed["train_cpu_s"] == resumed["train_wall_s"] / 2  # the CPU before the resume too
+    assert resumed["train_cpu_share"] == fresh["train_cpu_share"]
+    interrupted_then_resumed(lambda c, p: out.update(result=run(c, p)),
+                             Clocked(clock, keeps_cpu=False, every=1, kill_after_saves=3))
     assert out["result"][1].keys() == fresh.keys() - {"train_cpu_s", "train_cpu_share"}
+
+
+def test_the_cpu_share_is_left_out_where_it_would_mislead():
+    """On CUDA the CPU waits on the GPU, under DDP the run's own ranks share the cores: no
+    share there, only the wall time and threads."""
+    from trainkit import cpu_times
+    assert cpu_times(10.0, 5.0, torch.device("cpu"), 1)["train_cpu_s"] == 5.0
+    for device, world in ((torch.device("cuda"), 1), (torch.device("cpu"), 2)):
+        assert set(cpu_times(10.0, 5.0, device, world)) == {"train_wall_s", "train_threads"}

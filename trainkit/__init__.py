@@ -178,6 +178,23 @@ class EpochOrder:
         self.before, self.drawn = state["generator"], max(0, state["drawn"] - 1)
 
 
+# --- time ----------------------------------------------------------------------------------
+
+def cpu_times(wall_s: float, cpu_s: float | None, device: torch.device,
+              world: int) -> dict[str, float]:
+    """A training's wall seconds and torch threads and, for a one-process fit on the CPU, its
+    CPU seconds and `train_cpu_share` = CPU seconds / (wall seconds x torch threads): near 1
+    when its threads had the cores to themselves, about half beside another job of as many
+    threads (a load average taken before and after misses a job that ran only in between).
+    Left out on CUDA (the CPU waits on the GPU), under DDP (the other ranks share the cores)
+    and where a resumed checkpoint did not keep the CPU seconds."""
+    threads = torch.get_num_threads()
+    times = {"train_wall_s": wall_s, "train_threads": float(threads)}
+    if cpu_s is not None and wall_s > 0 and device.type == "cpu" and world == 1:
+        times |= {"train_cpu_s": cpu_s, "train_cpu_share": round(cpu_s / (wall_s * threads), 3)}
+    return times
+
+
 __all__ = ["rank_world", "all_reduce_sum_", "gather_rows", "from_rank0", "data_parallel",
            "cpu_copy", "Progress", "NullProgress", "Checkpoint", "NullCheckpoint", "EpochOrder",
-           "PRECISIONS", "native_bf16_cpu", "resolve_precision", "train_autocast"]
+           "PRECISIONS", "native_bf16_cpu", "resolve_precision", "train_autocast", "cpu_times"]

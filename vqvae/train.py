@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from trainkit import (PRECISIONS, Checkpoint, EpochOrder, NullCheckpoint, Progress,
-                      all_reduce_sum_, cpu_copy, data_parallel, from_rank0, rank_world,
+                      all_reduce_sum_, cpu_copy, cpu_times, data_parallel, from_rank0, rank_world,
                       resolve_precision, train_autocast)
 from vqvae.model import VQVAE
 
@@ -111,14 +111,10 @@ def train_vqvae(model: VQVAE, images: np.ndarray, cfg: TrainConfig, *, device: t
         progress.stop()
     model.eval()
     wall_s = time.perf_counter() - t0
-    summary = {"train_wall_s": wall_s, "train_images_per_s": run.values["seen"] / wall_s,
-               "final_mse": run.values["mse"], "steps": float(total),
-               "final_lr": run.values.get("lr", cfg.lr), "precision": precision}
-    if c0 is not None:  # the share of its threads' CPU time it had (priors.training.FitLoop.times)
-        cpu_s = time.process_time() - c0
-        summary |= {"train_cpu_s": cpu_s,
-                    "train_cpu_share": round(cpu_s / (wall_s * torch.get_num_threads()), 3)}
-    return summary
+    return {**cpu_times(wall_s, None if c0 is None else time.process_time() - c0, device, world),
+            "train_images_per_s": run.values["seen"] / wall_s,
+            "final_mse": run.values["mse"], "steps": float(total),
+            "final_lr": run.values.get("lr", cfg.lr), "precision": precision}
 
 
 def _optimiser(model: VQVAE, cfg: TrainConfig, total_steps: int) -> tuple[Any, Any]:
