@@ -180,9 +180,7 @@ def score_samples(samples: SampleSet, ctx: ScoringContext, *, seed: int) -> dict
         scores["memorisation"] = metrics.memorised_share(images, ctx.train, ctx.memorised_above)
     scores |= {
         "diversity_ssim": metrics.diversity(images, max_pairs=2000, generator=gen),
-        "distinct_codes": float(metrics.distinct_codes(counts)),
-        "code_perplexity": metrics.perplexity(counts),
-        "code_js_bits": metrics.js_divergence(counts, ctx.test_code_counts),
+        **metrics.code_usage(counts, ctx.test_code_counts),
         "n_samples": float(samples.images.shape[0]),
     }
     if samples.labels is not None and ctx.real_labels is not None:

@@ -14,7 +14,6 @@ same state: rank 0 alone saves, and its checkpoint resumes every rank.
 from __future__ import annotations
 
 import math
-import time
 from typing import Any, Iterator, NamedTuple
 
 import torch
@@ -22,7 +21,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from priors.base import epoch_count
-from trainkit import (Checkpoint, EpochOrder, NullCheckpoint, Progress, cpu_copy, cpu_times,
+from trainkit import (Checkpoint, EpochOrder, NullCheckpoint, Progress, Stopwatch, cpu_copy,
                       from_rank0, rank_world)
 
 
@@ -48,8 +47,7 @@ class FitLoop:
         # rank 0 alone reads and writes the checkpoint; the others get its state
         self.checkpoint = checkpoint if self.rank == 0 else NullCheckpoint()
         self.progress = progress
-        self.step, self.history, self.started = 0, [], time.perf_counter()
-        self.cpu_started: float | None = time.process_time()  # None: a resumed part's is unknown
+        self.step, self.history, self.clock = 0, [], Stopwatch()
         self.parts: dict[str, Any] = {}
         self.extra: dict[str, Any] = {}
 
@@ -76,16 +74,14 @@ class FitLoop:
         if self.device.type == "cuda":
             torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
         self.step, self.history = state["step"], state["history"]
-        self.started = time.perf_counter() - state["wall_s"]
-        cpu_s = state.get("cpu_s")  # absent from checkpoints written before it was kept
-        self.cpu_started = None if cpu_s is None else time.process_time() - cpu_s
+        self.clock = Stopwatch(state["wall_s"], state.get("cpu_s"))  # older ones lack cpu_s
         self.extra.update(state["extra"])
 
     def state(self) -> dict[str, Any]:
         """Everything `start` needs to continue after the steps done so far."""
         cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
         return cpu_copy({"step": self.step, "history": list(self.history), "extra": self.extra,
-                         "wall_s": self.wall_s(), "cpu_s": self.cpu_s(),
+                         **self.clock.elapsed(),
                          "parts": {k: p.state_dict() for k, p in self.parts.items()},
                          "order": self.order.state_dict(),
                          "rng": {"cpu": torch.get_rng_state(), "cuda": cuda}})
@@ -109,16 +105,11 @@ class FitLoop:
 
     def wall_s(self) -> float:
         """Seconds spent in this fit so far, the runs before a resume included."""
-        return time.perf_counter() - self.started
-
-    def cpu_s(self) -> float | None:
-        """CPU seconds this process (all its threads; rank 0's under DDP) spent in this fit so
-        far, the runs before a resume included; None if a resumed checkpoint did not keep them."""
-        return None if self.cpu_started is None else time.process_time() - self.cpu_started
+        return self.clock.wall_s()
 
     def times(self) -> dict[str, float]:
         """What a fit's summary says of its time (floats, as a fit's summary holds)."""
-        return cpu_times(self.wall_s(), self.cpu_s(), self.device, self.world)
+        return self.clock.summary(self.device, self.world)
 
     def epoch(self, step: int) -> int:
         return step // self.per_epoch
@@ -154,4 +145,3 @@ class FitLoop:
         total = loss.detach().clone()
         dist.all_reduce(total)
         return float(total) / self.world
-

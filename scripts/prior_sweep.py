@@ -21,7 +21,6 @@ from rich.table import Table
 
 import priors
 from bench import metrics
-from bench.metrics import codes as code_metrics
 from bench.run import n_scored, scoring_context
 from bench.sampling import code_set, sample_prior
 from vqvae import decode_codes
@@ -56,14 +55,14 @@ def main() -> None:
     export = shared.export
     n = n_scored(cfg, shared.preset, shared.ds)
     ctx, _ = scoring_context(cfg, shared, extractor, n, sc)
-    test_hist = code_metrics.code_histogram(export.codes["test"], export.num_codes)
     console = Console(width=150)  # the table whole, also when written to a file
     table = Table(title=f"{prior_name} variants on {out} ({spec}, preset {preset_name}, {n} samples)")
     for col in ("variant", "fit s", "FD-mri", "precision", "recall", "perplexity", "JS(codes)",
                 "codes used"):
         table.add_column(col, justify="left" if col == "variant" else "right")
-    rows = [("test codes", "", "", "", "", f"{code_metrics.perplexity(test_hist):.1f}", "0",
-             str(code_metrics.distinct_codes(test_hist)))]
+    data = metrics.code_usage(ctx.test_code_counts, ctx.test_code_counts)
+    rows = [("test codes", "", "", "", "", f"{data['code_perplexity']:.1f}", "0",
+             f"{data['distinct_codes']:.0f}")]
     for text in variants:
         config = dataclasses.replace(base, **parse_variant(text))
         prior = cls(config, num_codes=export.num_codes, grid=export.grid, num_classes=0,
@@ -75,12 +74,11 @@ def main() -> None:
         codes = sample_prior(prior, n, seed=0, labels=None)
         feats = extractor.features(decode_codes(shared.model, codes, device=CPU))
         prec, rec = metrics.precision_recall(ctx.real_feats, feats)
-        hist = code_metrics.code_histogram(codes, export.num_codes)
+        usage = metrics.code_usage(metrics.code_histogram(codes, export.num_codes),
+                                   ctx.test_code_counts)
         row = (text, f"{fit_s:.0f}", f"{metrics.frechet_distance(ctx.real_feats, feats):.2f}",
-               f"{prec:.3f}", f"{rec:.3f}",
-               f"{code_metrics.perplexity(hist):.1f}",
-               f"{code_metrics.js_divergence(hist, test_hist):.4f}",
-               str(code_metrics.distinct_codes(hist)))
+               f"{prec:.3f}", f"{rec:.3f}", f"{usage['code_perplexity']:.1f}",
+               f"{usage['code_js_bits']:.4f}", f"{usage['distinct_codes']:.0f}")
         rows.append(row)
         console.print("  ".join(row), highlight=False)  # each variant as it finishes
     for row in rows:

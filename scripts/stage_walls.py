@@ -49,7 +49,7 @@ def main() -> None:
         cpu_share = (r.get("fit") or {}).get("train_cpu_share")
         cells = [r["prior"], r["seed"], r.get("versions", {}).get("commit") or "-",
                  f"{seconds(bb.get('train_wall_s'))} ({load(bb.get('load_avg'), bb.get('cpu_count'))})"
-                 + ("" if bb.get("cpu_share") is None else f", CPU share {bb['cpu_share']:.2f}"),
+                 + ("" if bb.get("cpu_share") is None else f", CPU share {share(bb['cpu_share'])}"),
                  f"{seconds(r['scores'].get('fit_s'))} "
                  f"({load(t.get('fit_load_avg'), t.get('fit_cpu_count'))})",
                  share(cpu_share), seconds(t.get("bits_s")), seconds(t.get("sample_s")),

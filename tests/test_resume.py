@@ -223,11 +223,8 @@ def test_cpu_seconds_add_up_through_a_resume(train, monkeypatch):
     before a resume included, and its CPU share is CPU seconds / (wall seconds x threads): with
     1 CPU second per 2 wall seconds, 0.5 / threads. Resumed from a checkpoint that did not keep
     its CPU seconds, the CPU figures are left out; the rest is as ever."""
-    import priors.training
-    import vqvae.train
     clock = FakeClock()
-    monkeypatch.setattr(priors.training, "time", clock)
-    monkeypatch.setattr(vqvae.train, "time", clock)
+    monkeypatch.setattr(trainkit, "time", clock)  # the Stopwatch both trainings keep
     run = (lambda c, p: fit_prior("pixelcnn", c, p)) if train == "fit" else train_backbone
     steps = STEPS if train == "fit" else BACKBONE_STEPS
     never = steps + 1

@@ -6,6 +6,7 @@ restorable epoch order. Imports torch only."""
 
 from __future__ import annotations
 
+import time
 from typing import Any, Protocol
 
 import torch
@@ -180,6 +181,29 @@ class EpochOrder:
 
 # --- time ----------------------------------------------------------------------------------
 
+class Stopwatch:
+    """A training's wall and CPU seconds (this process, all its threads), continued across
+    resumes: `Stopwatch(wall_s, cpu_s)` goes on from a checkpoint's `elapsed()`. cpu_s None (a
+    checkpoint written before trainings kept CPU seconds): they stay unknown."""
+
+    def __init__(self, wall_s: float = 0.0, cpu_s: float | None = 0.0) -> None:
+        self.wall0 = time.perf_counter() - wall_s
+        self.cpu0 = None if cpu_s is None else time.process_time() - cpu_s
+
+    def wall_s(self) -> float:
+        return time.perf_counter() - self.wall0
+
+    def cpu_s(self) -> float | None:
+        return None if self.cpu0 is None else time.process_time() - self.cpu0
+
+    def elapsed(self) -> dict[str, float | None]:
+        """What a checkpoint keeps, for the next run's Stopwatch(**elapsed)."""
+        return {"wall_s": self.wall_s(), "cpu_s": self.cpu_s()}
+
+    def summary(self, device: torch.device, world: int) -> dict[str, float]:
+        return cpu_times(self.wall_s(), self.cpu_s(), device, world)
+
+
 def cpu_times(wall_s: float, cpu_s: float | None, device: torch.device,
               world: int) -> dict[str, float]:
     """A training's wall seconds and torch threads and, for a one-process fit on the CPU, its
@@ -197,4 +221,5 @@ def cpu_times(wall_s: float, cpu_s: float | None, device: torch.device,
 
 __all__ = ["rank_world", "all_reduce_sum_", "gather_rows", "from_rank0", "data_parallel",
            "cpu_copy", "Progress", "NullProgress", "Checkpoint", "NullCheckpoint", "EpochOrder",
-           "PRECISIONS", "native_bf16_cpu", "resolve_precision", "train_autocast", "cpu_times"]
+           "PRECISIONS", "native_bf16_cpu", "resolve_precision", "train_autocast", "cpu_times",
+           "Stopwatch"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from trainkit import (PRECISIONS, Checkpoint, EpochOrder, NullCheckpoint, Progress,
-                      all_reduce_sum_, cpu_copy, cpu_times, data_parallel, from_rank0, rank_world,
+                      Stopwatch, all_reduce_sum_, cpu_copy, data_parallel, from_rank0, rank_world,
                       resolve_precision, train_autocast)
 from vqvae.model import VQVAE
 
@@ -89,10 +88,7 @@ def train_vqvae(model: VQVAE, images: np.ndarray, cfg: TrainConfig, *, device: t
                  TrainState(values={"seen": 0, "mse": float("nan"), "wall_s": 0.0, "cpu_s": 0.0,
                                     "updates": 0}))
     model.quantizer.updates = run.values["updates"]
-    net, t0 = data_parallel(model), time.perf_counter() - run.values["wall_s"]
-    # CPU seconds of this process, the runs before a resume included (None: an older
-    # checkpoint did not keep them)
-    c0 = time.process_time() - run.values["cpu_s"] if "cpu_s" in run.values else None
+    net, clock = data_parallel(model), Stopwatch(run.values["wall_s"], run.values.get("cpu_s"))
     start_progress(progress, "backbone", total, run)
     try:
         for step in range(run.step, total):
@@ -101,18 +97,14 @@ def train_vqvae(model: VQVAE, images: np.ndarray, cfg: TrainConfig, *, device: t
             mse, lr = _train_step(net, opt, sched, x, generators["restarts"], precision)
             run.step = step + 1
             run.values.update(seen=run.values["seen"] + cfg.batch_size, mse=mse,
-                              wall_s=time.perf_counter() - t0, updates=model.quantizer.updates,
-                              lr=lr)
-            if c0 is not None:
-                run.values["cpu_s"] = time.process_time() - c0
+                              **clock.elapsed(), updates=model.quantizer.updates, lr=lr)
             advance(progress, run, mse=mse)
             save_if_due(checkpoint, run, parts, generators)
     finally:
         progress.stop()
     model.eval()
-    wall_s = time.perf_counter() - t0
-    return {**cpu_times(wall_s, None if c0 is None else time.process_time() - c0, device, world),
-            "train_images_per_s": run.values["seen"] / wall_s,
+    times = clock.summary(device, world)
+    return {**times, "train_images_per_s": run.values["seen"] / times["train_wall_s"],
             "final_mse": run.values["mse"], "steps": float(total),
             "final_lr": run.values.get("lr", cfg.lr), "precision": precision}
 

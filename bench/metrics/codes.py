@@ -56,6 +56,13 @@ def js_divergence(p_counts: Tensor, q_counts: Tensor) -> float:
     return float(min(max(js_nats / math.log(2), 0.0), 1.0))
 
 
+def code_usage(counts: Tensor, reference_counts: Tensor) -> dict[str, float]:
+    """A sample's code columns, as records name them: codes used, perplexity, and the JS
+    divergence (bits) from the reference (test) histogram."""
+    return {"distinct_codes": float(distinct_codes(counts)), "code_perplexity": perplexity(counts),
+            "code_js_bits": js_divergence(counts, reference_counts)}
+
+
 def bits_per_code(log_prob_nats: Tensor, grid: tuple[int, int]) -> float:
     """mean(-log p(grid)) / (h * w) / ln 2: log2 K for a uniform prior."""
     if log_prob_nats.ndim != 1 or log_prob_nats.numel() == 0:
