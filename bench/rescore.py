@@ -30,11 +30,12 @@ from bench.presets import Preset, get_preset
 from bench.progress import RichProgress, err_console
 from bench.run import (REFERENCE, WEIGHTS, RunConfig, RunResult, device_name,
                        n_scored, open_store, resolve_device)
-from bench.sampling import bits_per_code_on, code_set
+from bench.sampling import code_set, measure_bits
 from bench.scoring import REAL_SIDE, ScoringContext, make_context, score_codes
 from bench.stages import StageContext, backbone_scores, stage_data, stage_export
 from bench.store import MANIFEST, Artefact, Store, load_tensors, read_json
 from priors import Prior
+from trainkit import Checkpoint, Progress
 from vqvae import VQVAE, CheckpointError, CodeExport, load_backbone
 from vqvae.train import to_float
 
@@ -231,16 +232,19 @@ def stored_prior(run: FinishedRun, tensors: dict[str, torch.Tensor], export: Cod
 
 
 def bits_on_other(run: FinishedRun, tensors: dict[str, torch.Tensor], other: Other,
-                  device: torch.device) -> float | None:
-    """The run's prior's test bits/code on the other dataset's codes; None without a
-    likelihood, or for a conditional prior on data without its classes."""
+                  device: torch.device, *, checkpoint: Checkpoint | None = None,
+                  progress: Progress | None = None) -> float | None:
+    """The run's prior's test bits/code on the other dataset's codes (resumable from
+    `checkpoint`, as after a fit); None without a likelihood, or for a conditional prior on
+    data without its classes."""
     conditional = run.record["condition"] == "label"
     likelihood = priors.get_prior(run.record["prior"]).has_likelihood
     if not likelihood or (conditional and not other.labelled):
         return None
     num_classes = len(other.ds.label_names) if conditional else 0
     prior = stored_prior(run, tensors, other.export, num_classes, device)
-    return bits_per_code_on(prior, code_set(other.export, "test", conditional))
+    return measure_bits(prior, code_set(other.export, "test", conditional),
+                        checkpoint=checkpoint, progress=progress).bits
 
 
 def reference_row(run: FinishedRun, other: Other, model: VQVAE, ctx: ScoringContext,
@@ -274,7 +278,9 @@ def rescored_row(run: FinishedRun, other: Other, model: VQVAE, ctx: ScoringConte
     def build(directory: Path) -> None:
         scores = score_codes(model, codes, labels, ctx, seed=r["seed"], device=sc.device)
         scores |= {"memorisation": r["scores"].get("memorisation"),
-                   "bits_per_code": bits_on_other(run, tensors, other, sc.device)}
+                   "bits_per_code": bits_on_other(run, tensors, other, sc.device,
+                                                  checkpoint=sc.checkpoint(art, "bits"),
+                                                  progress=sc.progress)}
         record = base_record(run, other, ctx) | {
             "kind": "prior", "prior": r["prior"], "run_id": art.name, "config": r["config"],
             "scores": scores, "device": device_name(sc.device)}

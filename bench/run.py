@@ -26,7 +26,7 @@ from bench.extractors import check_extractor
 from bench.extractors.base import FeatureExtractor
 from bench.presets import Preset, get_preset
 from bench.progress import RichProgress, err_console
-from bench.sampling import bits_per_code_on, code_set, sample_labels, sample_prior
+from bench.sampling import code_set, measure_bits, sample_labels, sample_prior
 from bench.scoring import (REAL_SIDE, SampleSet, ScoringContext, make_context, score_codes,
                            score_samples, subject_halves)
 from bench.stages import (StageContext, backbone_scores, check_precision, precision_keyed,
@@ -476,18 +476,17 @@ def stage_fit(cfg: RunConfig, preset: Preset, prior: Prior, export: CodeExport,
                                        checkpoint=sc.checkpoint(art) if sc.ranks.lead else None)
         if not sc.ranks.lead:
             return  # a scratch folder: rank 0 writes the fit
-        sync(sc.device)
-        t0 = time.perf_counter()
-        bits = bits_per_code_on(prior, code_set(export, "test", conditional))
-        sync(sc.device)
+        curves = {curve_name(k): sc.progress.curve(k) for k in sc.progress.history
+                  if k not in before}
+        bits = measure_bits(prior, code_set(export, "test", conditional),
+                            checkpoint=sc.checkpoint(art, "bits"), progress=sc.progress)
         write_fit(directory, prior.state_dict(), {
             "prior": cfg.prior, "config": dataclasses.asdict(prior.config), "fit": fit_summary,
-            "fit_s": fit_s, "bits_per_code": bits, "bits_s": time.perf_counter() - t0,
+            "fit_s": fit_s, "bits_per_code": bits.bits, "bits_s": bits.wall_s,
             **records.machine_load(load_before),
             "num_parameters": prior.num_parameters(),
             "device": device_name(sc.device, sc.ranks.world),
-            "curves": {curve_name(k): sc.progress.curve(k) for k in sc.progress.history
-                       if k not in before},
+            "curves": curves,
             "export_hash": export.export_hash, "seed": cfg.seed, "condition": cfg.condition,
             "versions": records.versions()})
 

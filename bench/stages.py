@@ -41,8 +41,8 @@ class StageContext:
     rebuilt: set[str] = dataclasses.field(default_factory=set)
     ranks: Ranks = Ranks()  # torchrun's ranks of this run (one process: Ranks())
 
-    def checkpoint(self, art: Artefact):
-        return self.store.checkpoint(art, every_s=self.checkpoint_every_s)
+    def checkpoint(self, art: Artefact, name: str = "checkpoint"):
+        return self.store.checkpoint(art, every_s=self.checkpoint_every_s, name=name)
 
     def build(self, art: Artefact, build: Callable[[Path], None], load: Callable[[Path], Any], *,
               collective: bool = False):

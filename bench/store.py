@@ -354,10 +354,13 @@ class Store:
         return sorted(p for p in base.iterdir()
                       if not p.name.startswith(".") and (p / MANIFEST).is_file())
 
-    def checkpoint(self, art: Artefact, *, every_s: float = 60.0,
-                   every_steps: int = 0) -> "StoreCheckpoint":
+    def checkpoint(self, art: Artefact, *, every_s: float = 60.0, every_steps: int = 0,
+                   name: str = "checkpoint") -> "StoreCheckpoint":
+        """The resumable state of `art`'s build: one file `<name>-<sha256>.pt` per `name` (a
+        fit's training is 'checkpoint', its test bits/code 'bits'), all dropped on commit."""
         return StoreCheckpoint(self._hidden(".partial", art), every_s=every_s,
-                               every_steps=every_steps, writer=self.writer, say=self.say)
+                               every_steps=every_steps, writer=self.writer, say=self.say,
+                               name=name)
 
 
 # --- resumable training -----------------------------------------------------------------------
@@ -365,23 +368,23 @@ class Store:
 
 class StoreCheckpoint:
     """Implements the `Checkpoint` protocol of `vqvae.train` and `priors.base`: the training
-    state of one artefact's build, saved atomically as `checkpoint-<sha256>.pt`, verified
+    state of one artefact's build, saved atomically as `<name>-<sha256>.pt`, verified
     against that name on load, read with `weights_only=True`."""
 
     def __init__(self, folder: Path, *, every_s: float, every_steps: int, writer: bool,
-                 say: Callable[[str], None]) -> None:
+                 say: Callable[[str], None], name: str = "checkpoint") -> None:
         self.folder, self.every_s, self.every_steps = folder, every_s, every_steps
-        self.writer, self.say = writer, say
+        self.writer, self.say, self.name = writer, say, name
         self._last = time.monotonic()
 
     def _files(self) -> list[Path]:
         if not self.folder.is_dir():
             return []
-        return sorted(self.folder.glob("checkpoint-*.pt"), key=lambda p: p.stat().st_mtime)
+        return sorted(self.folder.glob(f"{self.name}-*.pt"), key=lambda p: p.stat().st_mtime)
 
     def load(self) -> dict[str, Any] | None:
         for path in reversed(self._files()):
-            digest = path.stem.removeprefix("checkpoint-")
+            digest = path.stem.removeprefix(f"{self.name}-")
             data = path.read_bytes()
             if hashlib.sha256(data).hexdigest() != digest:
                 self.say(f"ignoring damaged checkpoint {path}")
@@ -401,7 +404,7 @@ class StoreCheckpoint:
         buffer = io.BytesIO()
         torch.save(state, buffer)
         data = buffer.getvalue()
-        path = self.folder / f"checkpoint-{hashlib.sha256(data).hexdigest()}.pt"
+        path = self.folder / f"{self.name}-{hashlib.sha256(data).hexdigest()}.pt"
         with disk_errors("a training checkpoint", self.folder):
             write_bytes_atomic(path, data)
         for old in self._files():

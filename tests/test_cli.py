@@ -81,6 +81,46 @@ def test_uniform_bits_per_code_is_log2_k_exactly(results):
     assert rec["num_codes"] == 16
 
 
+def test_a_run_killed_in_its_test_bits_resumes_them(tmp_path, monkeypatch):
+    """The test bits/code after a fit keeps its own checkpoint beside the fit's: a run killed
+    part way through it leaves both, and the next run goes on from the batches it finished."""
+    from bench import run as run_module
+    from bench.sampling import measure_bits
+
+    class Boom(Exception):
+        pass
+
+    seen = []
+
+    def in_batches_of_4(prior, test, batch=256, *, kill_in: int | None, **kw):
+        calls, log_prob = [0], prior.log_prob
+
+        def counted(c, labels=None):
+            calls[0] += 1
+            if calls[0] == kill_in:
+                raise Boom
+            return log_prob(c, labels)
+        prior.log_prob = counted
+        seen.append(measure_bits(prior, test, 4, **kw))
+        return seen[-1]
+
+    args = ("run", "--prior", "pixelcnn", "--preset", "tiny", "--out", str(tmp_path),
+            "--checkpoint-every", "0")
+    monkeypatch.setattr(run_module, "measure_bits",
+                        lambda *a, **kw: in_batches_of_4(*a, kill_in=3, **kw))
+    assert isinstance(bench(*args).exception, Boom)  # dies in the third batch
+    [partial] = tmp_path.glob(".partial/fits--pixelcnn-*")
+    assert len(list(partial.glob("checkpoint-*.pt"))) == 1  # the fit's, still there
+    assert len(list(partial.glob("bits-*.pt"))) == 1
+    monkeypatch.setattr(run_module, "measure_bits",
+                        lambda *a, **kw: in_batches_of_4(*a, kill_in=None, **kw))
+    again = bench(*args)
+    assert again.exit_code == 0, again.output
+    assert seen[-1].resumed == 8 and not partial.exists()
+    [record] = [json.loads(p.read_text()) for p in tmp_path.glob("runs/pixelcnn-*/record.json")]
+    assert record["scores"]["bits_per_code"] == seen[-1].bits
+
+
 def test_identical_run_is_found_in_the_cache(results):
     again = bench("run", "--prior", "uniform", "--preset", "tiny", "--out", str(results))
     assert again.exit_code == 0

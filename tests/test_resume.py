@@ -10,11 +10,12 @@ import torch
 import priors
 import trainkit
 from bench.extractors import mri
+from bench.sampling import measure_bits
 from bench.extractors.mri import train_encoder
 from priors import CodeSet, accepts_checkpoint, get_prior
 from priors.base import epoch_count
 from vqvae import VQVAE, TrainConfig, VQVAEConfig, train_vqvae
-from tests.resumable import (MemoryCheckpoint, Recorder, assert_same_tensors,
+from tests.resumable import (Killed, MemoryCheckpoint, Recorder, assert_same_tensors,
                              interrupted_then_resumed)
 
 K, GRID = 12, (4, 4)
@@ -252,3 +253,31 @@ def test_the_cpu_share_is_left_out_where_it_would_mislead():
     assert cpu_times(10.0, 5.0, torch.device("cpu"), 1)["train_cpu_s"] == 5.0
     for device, world in ((torch.device("cuda"), 1), (torch.device("cpu"), 2)):
         assert set(cpu_times(10.0, 5.0, device, world)) == {"train_wall_s", "train_threads"}
+
+
+def test_bits_killed_part_way_resume_from_the_batches_done_to_the_same_value():
+    """The test bits/code after a fit (maskgit: 10 forwards per test grid) is resumable:
+    killed after some batches, it goes on from the log-likelihoods it saved, evaluating only the
+    rest, and ends at exactly the uninterrupted value; a state saved for other weights is
+    ignored."""
+    cls = get_prior("pixelcnn")
+    prior = cls(cls.preset("tiny"), num_codes=K, grid=GRID)
+    test = CodeSet(codes(20, 5).codes, K)
+    plain = measure_bits(prior, test, batch=3)
+    assert plain.bits is not None and plain.resumed == 0
+    checkpoint = MemoryCheckpoint(every=2, kill_at=5)  # saves after batches 2 and 4, dies in 5
+    with pytest.raises(Killed):
+        measure_bits(prior, test, batch=3, checkpoint=checkpoint)
+    assert checkpoint.saved_steps == [2, 4]
+    evaluated, log_prob = [], prior.log_prob
+    prior.log_prob = lambda c, labels=None: evaluated.append(len(c)) or log_prob(c, labels)
+    progress = Recorder()
+    again = measure_bits(prior, test, batch=3, checkpoint=checkpoint.revive(), progress=progress)
+    assert (again.bits, again.resumed, sum(evaluated)) == (plain.bits, 12, 8)
+    assert len(progress.ticks) == 20 and progress.descriptions == ["bits/code on the test split"]
+    other = cls(cls.preset("tiny"), num_codes=K, grid=GRID)  # a different initialisation
+    with torch.no_grad():
+        next(other.net.parameters()).add_(0.5)
+    fresh = measure_bits(other, test, batch=3, checkpoint=checkpoint)
+    assert fresh.resumed == 0 and fresh.bits == measure_bits(other, test, batch=3).bits
+    assert fresh.bits != plain.bits

@@ -201,3 +201,20 @@ def test_checkpoint_round_trip_damage_and_removal_on_commit(tmp_path):
     store.checkpoint(a).save({"step": 1})
     store.get_or_build(a, writer("done"), read_value)
     assert not any((tmp_path / ".partial").iterdir())
+
+
+def test_named_checkpoints_of_one_build_keep_their_own_state_until_commit(tmp_path):
+    """A fit keeps its training ('checkpoint') and its test bits/code ('bits') side by side:
+    saving one never removes the other, and the commit removes both."""
+    store = Store(tmp_path)
+    a = art("named")
+    store.checkpoint(a).save({"step": 7})
+    bits = store.checkpoint(a, name="bits")
+    assert bits.load() is None
+    bits.save({"step": 2})
+    bits.save({"step": 3})
+    assert store.checkpoint(a).load() == {"step": 7}
+    assert store.checkpoint(a, name="bits").load() == {"step": 3}
+    assert len(list((tmp_path / ".partial").glob("*/*.pt"))) == 2
+    store.get_or_build(a, writer("done"), read_value)
+    assert not any((tmp_path / ".partial").iterdir())
