@@ -74,7 +74,8 @@ class FitLoop:
         if self.device.type == "cuda":
             torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
         self.step, self.history = state["step"], state["history"]
-        self.clock = Stopwatch(state["wall_s"], state.get("cpu_s"))  # older ones lack cpu_s
+        self.clock = Stopwatch(state["wall_s"], state.get("cpu_s"),  # older ones lack cpu_s,
+                               state.get("core_s"))  # core_s
         self.extra.update(state["extra"])
 
     def state(self) -> dict[str, Any]:

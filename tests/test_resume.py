@@ -205,12 +205,14 @@ class Clocked(MemoryCheckpoint):
     def __init__(self, clock: FakeClock, *, keeps_cpu: bool = True, **kw) -> None:
         super().__init__(**kw)
         self.clock, self.keeps_cpu = clock, keeps_cpu
+        self.walls: list[float] = []  # the wall seconds each save held
 
     def due(self, step: int) -> bool:
         self.clock.now += 2.0
         return super().due(step)
 
     def save(self, state):
+        self.walls.append(state.get("values", state)["wall_s"])  # the backbone's: in values
         if not self.keeps_cpu:  # as written before trainings kept their CPU seconds
             state = {k: v for k, v in state.items() if k != "cpu_s"}
             if "values" in state:
@@ -244,6 +246,29 @@ def test_cpu_seconds_add_up_through_a_resume(train, monkeypatch):
     interrupted_then_resumed(lambda c, p: out.update(result=run(c, p)),
                              Clocked(clock, keeps_cpu=False, every=1, kill_after_saves=3))
     assert out["result"][1].keys() == fresh.keys() - {"train_cpu_s", "train_cpu_share"}
+
+
+@pytest.mark.parametrize("train", ["fit", "backbone"])
+def test_a_resume_under_another_thread_count_divides_each_part_by_its_own(train, monkeypatch):
+    """Killed at 1 thread and resumed at 2, a training's CPU share is its CPU seconds over
+    (wall before the resume x 1 + wall after x 2), not over its whole wall x 2."""
+    clock = FakeClock()
+    monkeypatch.setattr(trainkit, "time", clock)
+    run = (lambda c, p: fit_prior("pixelcnn", c, p)) if train == "fit" else train_backbone
+    threads, checkpoint = torch.get_num_threads(), Clocked(clock, every=1, kill_after_saves=3)
+    try:
+        torch.set_num_threads(1)
+        with pytest.raises(Killed):
+            run(checkpoint, Recorder())
+        before = checkpoint.walls[-1]  # the wall seconds the resume starts from
+        torch.set_num_threads(2)
+        result = run(checkpoint.revive(), Recorder())[1]
+    finally:
+        torch.set_num_threads(threads)
+    core_s = before * 1 + (result["train_wall_s"] - before) * 2
+    assert result["train_threads"] == 2.0 and before > 0
+    assert result["train_cpu_share"] == round(result["train_cpu_s"] / core_s, 3)
+    assert result["train_cpu_share"] != round(result["train_cpu_s"] / (2 * result["train_wall_s"]), 3)
 
 
 def test_the_cpu_share_is_left_out_where_it_would_mislead():

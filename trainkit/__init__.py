@@ -183,12 +183,18 @@ class EpochOrder:
 
 class Stopwatch:
     """A training's wall and CPU seconds (this process, all its threads), continued across
-    resumes: `Stopwatch(wall_s, cpu_s)` goes on from a checkpoint's `elapsed()`. cpu_s None (a
-    checkpoint written before trainings kept CPU seconds): they stay unknown."""
+    resumes: `Stopwatch(**elapsed)` goes on from a checkpoint's `elapsed()`. Also its core
+    seconds, wall seconds x torch threads summed over the processes that ran it, so that a
+    resume under another `--threads` divides each part's CPU time by the cores it had. cpu_s
+    None (a checkpoint written before trainings kept CPU seconds): they stay unknown; core_s
+    None (written before they kept core seconds): the part before ran at this thread count."""
 
-    def __init__(self, wall_s: float = 0.0, cpu_s: float | None = 0.0) -> None:
+    def __init__(self, wall_s: float = 0.0, cpu_s: float | None = 0.0,
+                 core_s: float | None = None) -> None:
         self.wall0 = time.perf_counter() - wall_s
         self.cpu0 = None if cpu_s is None else time.process_time() - cpu_s
+        self.resumed_wall_s = wall_s
+        self.resumed_core_s = wall_s * torch.get_num_threads() if core_s is None else core_s
 
     def wall_s(self) -> float:
         return time.perf_counter() - self.wall0
@@ -196,26 +202,31 @@ class Stopwatch:
     def cpu_s(self) -> float | None:
         return None if self.cpu0 is None else time.process_time() - self.cpu0
 
+    def core_s(self) -> float:
+        return self.resumed_core_s + (self.wall_s() - self.resumed_wall_s) * torch.get_num_threads()
+
     def elapsed(self) -> dict[str, float | None]:
         """What a checkpoint keeps, for the next run's Stopwatch(**elapsed)."""
-        return {"wall_s": self.wall_s(), "cpu_s": self.cpu_s()}
+        return {"wall_s": self.wall_s(), "cpu_s": self.cpu_s(), "core_s": self.core_s()}
 
     def summary(self, device: torch.device, world: int) -> dict[str, float]:
-        return cpu_times(self.wall_s(), self.cpu_s(), device, world)
+        return cpu_times(self.wall_s(), self.cpu_s(), device, world, core_s=self.core_s())
 
 
-def cpu_times(wall_s: float, cpu_s: float | None, device: torch.device,
-              world: int) -> dict[str, float]:
+def cpu_times(wall_s: float, cpu_s: float | None, device: torch.device, world: int, *,
+              core_s: float | None = None) -> dict[str, float]:
     """A training's wall seconds and torch threads and, for a one-process fit on the CPU, its
-    CPU seconds and `train_cpu_share` = CPU seconds / (wall seconds x torch threads): near 1
-    when its threads had the cores to themselves, about half beside another job of as many
-    threads (a load average taken before and after misses a job that ran only in between).
+    CPU seconds and `train_cpu_share` = CPU seconds / core seconds (wall seconds x torch
+    threads, or `core_s` for a training resumed under other thread counts): near 1 when its
+    threads had the cores to themselves, about half beside another job of as many threads (a
+    load average taken before and after misses a job that ran only in between).
     Left out on CUDA (the CPU waits on the GPU), under DDP (the other ranks share the cores)
     and where a resumed checkpoint did not keep the CPU seconds."""
     threads = torch.get_num_threads()
+    core_s = wall_s * threads if core_s is None else core_s
     times = {"train_wall_s": wall_s, "train_threads": float(threads)}
-    if cpu_s is not None and wall_s > 0 and device.type == "cpu" and world == 1:
-        times |= {"train_cpu_s": cpu_s, "train_cpu_share": round(cpu_s / (wall_s * threads), 3)}
+    if cpu_s is not None and core_s > 0 and device.type == "cpu" and world == 1:
+        times |= {"train_cpu_s": cpu_s, "train_cpu_share": round(cpu_s / core_s, 3)}
     return times
 
 

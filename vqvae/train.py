@@ -86,9 +86,10 @@ def train_vqvae(model: VQVAE, images: np.ndarray, cfg: TrainConfig, *, device: t
         checkpoint = NullCheckpoint()
     run = resume(from_rank0(checkpoint.load()), parts, generators,
                  TrainState(values={"seen": 0, "mse": float("nan"), "wall_s": 0.0, "cpu_s": 0.0,
-                                    "updates": 0}))
+                                    "core_s": 0.0, "updates": 0}))
     model.quantizer.updates = run.values["updates"]
-    net, clock = data_parallel(model), Stopwatch(run.values["wall_s"], run.values.get("cpu_s"))
+    net, clock = data_parallel(model), Stopwatch(run.values["wall_s"], run.values.get("cpu_s"),
+                                                 run.values.get("core_s"))
     start_progress(progress, "backbone", total, run)
     try:
         for step in range(run.step, total):
