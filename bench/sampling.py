@@ -71,23 +71,25 @@ class Bits:
 def measure_bits(prior: Prior, test: CodeSet, batch: int = 256, *,
                  checkpoint: Checkpoint | None = None, progress: Progress | None = None) -> Bits:
     """`bits_per_code_on`, resumable. The per-grid log-likelihoods of the batches done are
-    saved in `checkpoint` when it is due, keyed by the prior's weights, the test grids and
-    `batch`, so an evaluation killed part way goes on from the batches it finished, to the same
-    value (maskgit replays its decoding order: at `standard`, 10 forwards of its network over
-    each of ADNI's 8,000 test grids). A state saved for other weights or grids is ignored."""
+    saved in `checkpoint` when it is due, keyed by the prior's weights, the test grids, `batch`,
+    the device type and the torch version (not the code version: as a fit's training
+    checkpoint), so an evaluation killed part way goes on from the batches it finished, to the
+    same value (maskgit replays its decoding order: at `standard`, 10 forwards of its network
+    over each of ADNI's 8,000 test grids). A state saved for anything else is ignored."""
     if not prior.has_likelihood:
         return Bits(None, 0.0, 0)
     checkpoint, progress = checkpoint or NullCheckpoint(), progress or NullProgress()
     key = tensors_hash({f"weights/{k}": v for k, v in prior.state_dict().items()}
                        | {"test/codes": test.codes}
                        | ({} if test.labels is None else {"test/labels": test.labels}),
-                       {"batch": batch})
+                       {"batch": batch, "device": prior.device.type, "torch": torch.__version__})
     state = checkpoint.load()
     if state is None or state.get("key") != key:
         state = {"log_prob": torch.zeros(0, dtype=torch.float64), "wall_s": 0.0}
     lp, start = [state["log_prob"]], len(state["log_prob"])
     clock = Stopwatch(state["wall_s"], None)
-    progress.start("bits/code on the test split", len(test))
+    progress.start("bits/code on the test split"
+                   + (f" (resumed at {start} of {len(test)} grids)" if start else ""), len(test))
     progress.advance(start)
     with torch.no_grad():  # step: batches done, counted from the first grid
         for step, i in enumerate(range(start, len(test), batch), start=start // batch + 1):

@@ -89,11 +89,13 @@ class FitLoop:
 
     def steps(self) -> Iterator[int]:
         """The steps left, in order; after each (its epoch end included), rank 0 saves the
-        state when the checkpoint says it is due."""
+        state when the checkpoint says it is due, and after the last one always: what follows
+        the fit (its test bits/code, resumable on its own) then never replays training, which
+        on CUDA need not give the same weights again."""
         while self.step < self.total:
             yield self.step
             self.step += 1
-            if self.checkpoint.due(self.step):
+            if self.checkpoint.due(self.step) or self.step == self.total:
                 self.checkpoint.save(self.state())
 
     def batch(self, step: int) -> Shard:

@@ -104,21 +104,28 @@ def test_a_run_killed_in_its_test_bits_resumes_them(tmp_path, monkeypatch):
         seen.append(measure_bits(prior, test, 4, **kw))
         return seen[-1]
 
-    args = ("run", "--prior", "pixelcnn", "--preset", "tiny", "--out", str(tmp_path),
-            "--checkpoint-every", "0")
+    def args(out: Path) -> tuple[str, ...]:
+        return ("run", "--prior", "pixelcnn", "--preset", "tiny", "--out", str(out),
+                "--checkpoint-every", "0")
     monkeypatch.setattr(run_module, "measure_bits",
                         lambda *a, **kw: in_batches_of_4(*a, kill_in=3, **kw))
-    assert isinstance(bench(*args).exception, Boom)  # dies in the third batch
-    [partial] = tmp_path.glob(".partial/fits--pixelcnn-*")
+    assert isinstance(bench(*args(tmp_path / "killed")).exception, Boom)  # in the third batch
+    [partial] = tmp_path.glob("killed/.partial/fits--pixelcnn-*")
     assert len(list(partial.glob("checkpoint-*.pt"))) == 1  # the fit's, still there
     assert len(list(partial.glob("bits-*.pt"))) == 1
     monkeypatch.setattr(run_module, "measure_bits",
                         lambda *a, **kw: in_batches_of_4(*a, kill_in=None, **kw))
-    again = bench(*args)
+    again = bench(*args(tmp_path / "killed"))
     assert again.exit_code == 0, again.output
     assert seen[-1].resumed == 8 and not partial.exists()
-    [record] = [json.loads(p.read_text()) for p in tmp_path.glob("runs/pixelcnn-*/record.json")]
-    assert record["scores"]["bits_per_code"] == seen[-1].bits
+    assert "resumed at 8 of 32 grids" in " ".join(again.stderr.split())
+    plain = bench(*args(tmp_path / "plain"))
+    assert plain.exit_code == 0, plain.output
+    assert seen[-1].resumed == 0
+    resumed, uninterrupted = ([json.loads(p.read_text())["scores"]["bits_per_code"]
+                               for p in (tmp_path / d).glob("runs/pixelcnn-*/record.json")]
+                              for d in ("killed", "plain"))
+    assert resumed == uninterrupted
 
 
 def test_identical_run_is_found_in_the_cache(results):

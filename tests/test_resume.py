@@ -280,29 +280,38 @@ def test_the_cpu_share_is_left_out_where_it_would_mislead():
         assert set(cpu_times(10.0, 5.0, device, world)) == {"train_wall_s", "train_threads"}
 
 
-def test_bits_killed_part_way_resume_from_the_batches_done_to_the_same_value():
+def test_bits_killed_part_way_resume_from_the_batches_done_to_the_same_value(monkeypatch):
     """The test bits/code after a fit (maskgit: 10 forwards per test grid) is resumable:
     killed after some batches, it goes on from the log-likelihoods it saved, evaluating only the
-    rest, and ends at exactly the uninterrupted value; a state saved for other weights is
+    rest, and ends at exactly the uninterrupted value, its seconds those before the last save
+    plus those after the resume; a state saved for other weights, grids or labels is
     ignored."""
-    cls = get_prior("pixelcnn")
-    prior = cls(cls.preset("tiny"), num_codes=K, grid=GRID)
-    test = CodeSet(codes(20, 5).codes, K)
+    clock = FakeClock()
+    monkeypatch.setattr(trainkit, "time", clock)
+    cls = get_prior("transformer")  # conditional: its log-likelihood depends on the labels
+    prior = cls(cls.preset("tiny"), num_codes=K, grid=GRID, num_classes=3)
+    test = codes(20, 5)
     plain = measure_bits(prior, test, batch=3)
     assert plain.bits is not None and plain.resumed == 0
-    checkpoint = MemoryCheckpoint(every=2, kill_at=5)  # saves after batches 2 and 4, dies in 5
+    checkpoint = Clocked(clock, every=2, kill_at=5)  # 2 s a batch; saves after batches 2 and 4
     with pytest.raises(Killed):
         measure_bits(prior, test, batch=3, checkpoint=checkpoint)
-    assert checkpoint.saved_steps == [2, 4]
+    assert checkpoint.saved_steps == [2, 4] and checkpoint.walls == [4.0, 8.0]
     evaluated, log_prob = [], prior.log_prob
     prior.log_prob = lambda c, labels=None: evaluated.append(len(c)) or log_prob(c, labels)
     progress = Recorder()
     again = measure_bits(prior, test, batch=3, checkpoint=checkpoint.revive(), progress=progress)
     assert (again.bits, again.resumed, sum(evaluated)) == (plain.bits, 12, 8)
-    assert len(progress.ticks) == 20 and progress.descriptions == ["bits/code on the test split"]
-    other = cls(cls.preset("tiny"), num_codes=K, grid=GRID)  # a different initialisation
+    assert again.wall_s == 8.0 + 2 * 2.0  # 7 batches: 5 and 6 tick the clock, the last does not
+    assert progress.descriptions == ["bits/code on the test split (resumed at 12 of 20 grids)"]
+    assert len(progress.ticks) == 20
+    prior.log_prob = log_prob
+    other_labels = CodeSet(test.codes, K, (test.labels + 1) % 3)
+    other_codes = CodeSet(codes(20, 6).codes, K, test.labels)
+    other_weights = cls(cls.preset("tiny"), num_codes=K, grid=GRID, num_classes=3)
     with torch.no_grad():
-        next(other.net.parameters()).add_(0.5)
-    fresh = measure_bits(other, test, batch=3, checkpoint=checkpoint)
-    assert fresh.resumed == 0 and fresh.bits == measure_bits(other, test, batch=3).bits
-    assert fresh.bits != plain.bits
+        next(other_weights.net.parameters()).add_(0.5)
+    for p, t in ((prior, other_labels), (prior, other_codes), (other_weights, test)):
+        fresh = measure_bits(p, t, batch=3, checkpoint=checkpoint)
+        assert fresh.resumed == 0 and fresh.bits == measure_bits(p, t, batch=3).bits
+        assert fresh.bits != plain.bits
