@@ -84,3 +84,27 @@ def assert_same_tensors(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) 
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def bits_in_batches(batch: int, seen: list, *, kill_in: int | None = None,
+                    save_every_batch: bool = False) -> Callable[..., Any]:
+    """A stand-in for `bench.sampling.measure_bits` (to monkeypatch where a stage calls it):
+    the real one, `batch` grids at a time, raising `Killed` in the prior's `kill_in`-th
+    log_prob call; appends each result to `seen`. `save_every_batch`: the store checkpoint it
+    is given saves after every batch."""
+    from bench.sampling import measure_bits
+
+    def measure(prior, test, _batch: int = 256, **kw):
+        if save_every_batch:
+            kw["checkpoint"].every_s = 0
+        calls, log_prob = [0], prior.log_prob
+
+        def counted(c, labels=None):
+            calls[0] += 1
+            if calls[0] == kill_in:
+                raise Killed
+            return log_prob(c, labels)
+        prior.log_prob = counted
+        seen.append(measure_bits(prior, test, batch, **kw))
+        return seen[-1]
+    return measure

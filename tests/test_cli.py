@@ -85,36 +85,19 @@ def test_a_run_killed_in_its_test_bits_resumes_them(tmp_path, monkeypatch):
     """The test bits/code after a fit keeps its own checkpoint beside the fit's: a run killed
     part way through it leaves both, and the next run goes on from the batches it finished."""
     from bench import run as run_module
-    from bench.sampling import measure_bits
-
-    class Boom(Exception):
-        pass
+    from tests.resumable import Killed, bits_in_batches
 
     seen = []
-
-    def in_batches_of_4(prior, test, batch=256, *, kill_in: int | None, **kw):
-        calls, log_prob = [0], prior.log_prob
-
-        def counted(c, labels=None):
-            calls[0] += 1
-            if calls[0] == kill_in:
-                raise Boom
-            return log_prob(c, labels)
-        prior.log_prob = counted
-        seen.append(measure_bits(prior, test, 4, **kw))
-        return seen[-1]
 
     def args(out: Path) -> tuple[str, ...]:
         return ("run", "--prior", "pixelcnn", "--preset", "tiny", "--out", str(out),
                 "--checkpoint-every", "0")
-    monkeypatch.setattr(run_module, "measure_bits",
-                        lambda *a, **kw: in_batches_of_4(*a, kill_in=3, **kw))
-    assert isinstance(bench(*args(tmp_path / "killed")).exception, Boom)  # in the third batch
+    monkeypatch.setattr(run_module, "measure_bits", bits_in_batches(4, seen, kill_in=3))
+    assert isinstance(bench(*args(tmp_path / "killed")).exception, Killed)  # in the third batch
     [partial] = tmp_path.glob("killed/.partial/fits--pixelcnn-*")
     assert len(list(partial.glob("checkpoint-*.pt"))) == 1  # the fit's, still there
     assert len(list(partial.glob("bits-*.pt"))) == 1
-    monkeypatch.setattr(run_module, "measure_bits",
-                        lambda *a, **kw: in_batches_of_4(*a, kill_in=None, **kw))
+    monkeypatch.setattr(run_module, "measure_bits", bits_in_batches(4, seen))
     again = bench(*args(tmp_path / "killed"))
     assert again.exit_code == 0, again.output
     assert seen[-1].resumed == 8 and not partial.exists()

@@ -231,32 +231,16 @@ def test_a_score_killed_in_its_bits_resumes_them(scored, tmp_path, monkeypatch):
     """`bench score --against` keeps its bits/code's own checkpoint, as a fit does: killed part
     way, the next call goes on from the batches it finished, to an uninterrupted call's value."""
     from bench import rescore
-    from bench.sampling import measure_bits
-
-    class Boom(Exception):
-        pass
+    from tests.resumable import Killed, bits_in_batches
 
     seen = []
 
-    def in_batches_of_2(prior, test, batch=256, *, kill_in: int | None, **kw):
-        kw["checkpoint"].every_s = 0  # save after every batch
-        calls, log_prob = [0], prior.log_prob
-
-        def counted(c, labels=None):
-            calls[0] += 1
-            if calls[0] == kill_in:
-                raise Boom
-            return log_prob(c, labels)
-        prior.log_prob = counted
-        seen.append(measure_bits(prior, test, 2, **kw))
-        return seen[-1]
-
     def score(out: Path, kill_in: int | None):
         monkeypatch.setattr(rescore, "measure_bits",
-                            lambda *a, **kw: in_batches_of_2(*a, kill_in=kill_in, **kw))
+                            bits_in_batches(2, seen, kill_in=kill_in, save_every_batch=True))
         return bench("score", scored["run"], "--against", f"adni:{scored['B']}", "--out", out)
 
-    assert isinstance(score(tmp_path / "killed", kill_in=3).exception, Boom)
+    assert isinstance(score(tmp_path / "killed", kill_in=3).exception, Killed)
     assert len(list((tmp_path / "killed").glob(".partial/runs--*/bits-*.pt"))) == 1
     again = score(tmp_path / "killed", kill_in=None)
     assert again.exit_code == 0, again.output
