@@ -13,7 +13,7 @@ A preset is a TOML file. The built-in ones (tiny, quick, standard, full) ship in
 
     [backbone]                  # vqvae.VQVAEConfig fields (unset: the class defaults)
     num_codes = 64
-    [train]                     # vqvae.TrainConfig fields but `seed` (--backbone-seed sets it)
+    [train]                     # vqvae.TrainConfig fields but `seed` (the backbone seed, 0)
     epochs = 24
     precision = "auto"          # fp32 | bf16 | auto (the default; see below)
     [priors.pixelcnn]           # that prior's Config fields, replacing its `base` config's
@@ -157,7 +157,8 @@ def load_preset(text: str, *, name: str, source: str) -> Preset:
         raise BenchError(f"{where}: resolution must be one of {RESOLUTIONS}, got {resolution}")
     train_fields = _table(raw, "train", where)
     if "seed" in train_fields:
-        raise BenchError(f"{where}: train.seed is not a preset value (--backbone-seed sets it)")
+        raise BenchError(f"{where}: train.seed is not a preset value (every backbone is trained "
+                         f"with the backbone seed, 0, shared by the priors and seeds compared)")
     return Preset(
         name=name, resolution=resolution,
         mni_sizes=_sizes(raw["mni_sizes"], where), vqvae=vqvae,
