@@ -164,8 +164,8 @@ class TransformerPrior(AutoregressivePrior):
             "tiny": cls.Config(dim=16, n_layers=2, n_heads=2, mlp_ratio=2, epochs=2,
                                batch_size=8),
             "quick": cls.Config(lr=2e-3, epochs=8, max_steps=600),  # ~3 CPU-min on 2000 grids
-            # 1024 positions per grid; on ADNI 2.50 bits/code and FD-mri within the ceilings in
-            # ~46 min on 2 cores (README, the standard table)
+            # 1024 positions per grid; on ADNI 2.499 +- 0.021 bits/code and FD-mri within the
+            # ceilings over 3 seeds, fits of 35-50 min on 2 cores (README, the standard table)
             "standard": cls.Config(dim=128, n_layers=6, n_heads=4, lr=1e-3, epochs=8,
                                    max_steps=1000),
             "full": cls.Config(dim=256, n_layers=8, n_heads=8, epochs=60, batch_size=64,
