@@ -106,12 +106,9 @@ class FitLoop:
             pos = torch.zeros(1, dtype=torch.int64)
         return Shard(rows[pos].to(self.device), pos.to(self.device), count, len(rows))
 
-    def wall_s(self) -> float:
-        """Seconds spent in this fit so far, the runs before a resume included."""
-        return self.clock.wall_s()
-
     def times(self) -> dict[str, float]:
-        """What a fit's summary says of its time (floats, as a fit's summary holds)."""
+        """What a fit's summary says of its time, the runs before a resume included (floats, as
+        a fit's summary holds)."""
         return self.clock.summary(self.device, self.world)
 
     def epoch(self, step: int) -> int:

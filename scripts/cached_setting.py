@@ -2,10 +2,13 @@
 that take a stored setting apart (fd_terms.py, real_side.py). The store is opened read-only:
 a stage that is not cached is an error, never built here. Run `bench run` first, with the same
 --precision (the scripts take `--precision P` as their last two arguments)."""
-import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import torch
+
+from bench.sampling import code_set
 
 from bench.presets import get_preset
 from bench.progress import RichProgress
@@ -33,3 +36,14 @@ def cached_setting(out: str, spec: str, preset_name: str, precision: str | None 
     shared: Shared = prepare_shared(cfg, preset, sc)
     extractor = stage_extractor("mri", shared.ds, seed=0, preset=preset.base, weights_path=None, sc=sc)
     return cfg, sc, shared, extractor
+
+
+def fit_config(cls: Any, config: Any, export: Any, progress: Any) -> tuple[Any, dict, float]:
+    """(prior, what its fit returned, fit seconds): prior class `cls` with `config` fitted with
+    seed 0 on the export's train split, unconditional, on the CPU, as `bench run` fits it."""
+    prior = cls(config, num_codes=export.num_codes, grid=export.grid, num_classes=0,
+                codebook=export.codebook, device=CPU)
+    t0 = time.perf_counter()
+    summary = prior.fit(code_set(export, "train", False), code_set(export, "val", False), seed=0,
+                        progress=progress)
+    return prior, summary, time.perf_counter() - t0

@@ -9,7 +9,6 @@ TEST_GRIDS: score the first that many test grids (default: all); both precisions
 """
 import dataclasses
 import sys
-import time
 from pathlib import Path
 
 import priors
@@ -17,7 +16,7 @@ from bench.sampling import bits_per_code_on, code_set
 from priors import CodeSet
 
 sys.path.insert(0, str(Path(__file__).parent))
-from cached_setting import CPU, cached_setting  # noqa: E402
+from cached_setting import cached_setting, fit_config  # noqa: E402
 
 
 def main() -> None:
@@ -33,12 +32,7 @@ def main() -> None:
     for precision in ("fp32", "bf16"):
         config = dataclasses.replace(shared.preset.prior_config(cls), precision=precision,
                                      max_steps=int(steps))
-        prior = cls(config, num_codes=export.num_codes, grid=export.grid, num_classes=0,
-                    codebook=export.codebook, device=CPU)
-        t0 = time.perf_counter()
-        summary = prior.fit(code_set(export, "train", False), code_set(export, "val", False),
-                            seed=0, progress=sc.progress)
-        fit_s = time.perf_counter() - t0
+        prior, summary, fit_s = fit_config(cls, config, export, sc.progress)
         bits[precision] = bits_per_code_on(prior, test)
         print(f"{prior_name} {precision}: {summary['steps']:.0f} steps in {fit_s:.0f} s "
               f"({summary['steps'] / fit_s:.3f} steps/s, bf16 autocast "

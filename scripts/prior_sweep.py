@@ -12,7 +12,6 @@ with seed 0 and draws the preset's sample count with seed 0, like `bench run`.
 import ast
 import dataclasses
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,11 +21,11 @@ from rich.table import Table
 import priors
 from bench import metrics
 from bench.run import n_scored, scoring_context
-from bench.sampling import code_set, sample_prior
+from bench.sampling import sample_prior
 from vqvae import decode_codes
 
 sys.path.insert(0, str(Path(__file__).parent))
-from cached_setting import CPU, cached_setting, precision_arg  # noqa: E402
+from cached_setting import CPU, cached_setting, fit_config, precision_arg  # noqa: E402
 
 
 def parse_variant(text: str) -> dict:
@@ -65,12 +64,7 @@ def main() -> None:
              f"{data['distinct_codes']:.0f}")]
     for text in variants:
         config = dataclasses.replace(base, **parse_variant(text))
-        prior = cls(config, num_codes=export.num_codes, grid=export.grid, num_classes=0,
-                    codebook=export.codebook, device=CPU)
-        t0 = time.perf_counter()
-        prior.fit(code_set(export, "train", False), code_set(export, "val", False), seed=0,
-                  progress=sc.progress)
-        fit_s = time.perf_counter() - t0
+        prior, _, fit_s = fit_config(cls, config, export, sc.progress)
         codes = sample_prior(prior, n, seed=0, labels=None)
         feats = extractor.features(decode_codes(shared.model, codes, device=CPU))
         prec, rec = metrics.precision_recall(ctx.real_feats, feats)

@@ -10,9 +10,8 @@ cores: on C cores a run alone holds about its own threads; a load well above the
 other jobs shared them and the stage's time is not the run's alone ("-" where the record
 predates these fields). The fit's CPU share is its CPU seconds over wall seconds x torch
 threads, taken through the whole fit, each part resumed under its own thread count (the
-backbone's too, where its record has it): about 1.0
-alone, about 0.5 beside another job of as many threads, which a load taken only before and
-after can miss.
+backbone's too, where its record has it): about 1.0 alone, about 0.5 beside another job of as
+many threads, which a load taken only before and after can miss.
 """
 import sys
 from pathlib import Path
