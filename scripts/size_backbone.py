@@ -2,7 +2,7 @@
 train each named configuration on a dataset's training split (at most 4,000 images, drawn as
 `bench run` draws them) and print recon SSIM / PSNR on its test split and codes used.
 Usage: python scripts/size_backbone.py SPEC RESOLUTION CACHE_DIR NAME...   (NAMES: see CONFIGS)
-Example: python scripts/size_backbone.py adni:../shared/data/adni/AD_NC 128 /tmp/size h64-K256-e30"""
+Example: python scripts/size_backbone.py adni:../shared/data/adni/AD_NC 128 size-out h64-K256-e30"""
 import json, sys, time
 import numpy as np
 import torch
