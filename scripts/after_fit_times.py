@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import metrics
-from bench.run import (RunConfig, build_prior, n_scored, run_artefact, sample_and_score,
+from bench.run import (build_prior, n_scored, run_artefact, sample_and_score,
                        scoring_context, stage_fit)
 from bench.sampling import bits_per_code_on, code_set
 from bench.store import read_json

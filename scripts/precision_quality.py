@@ -3,9 +3,11 @@ code export (seed 0 both), and the test bits/code of each: the rule that lets bf
 default is a difference within 0.01 bits/code (the backbone's: recon SSIM within 0.005).
 Nothing is written to the store.
 
-    python scripts/precision_quality.py OUT SPEC PRESET PRIOR STEPS [TEST_GRIDS]
+    python scripts/precision_quality.py OUT SPEC PRESET PRIOR STEPS [TEST_GRIDS] [--precision P]
 
 TEST_GRIDS: score the first that many test grids (default: all); both precisions see the same.
+--precision P: the setting's backbone was trained at P (`bench run --precision P`; default:
+the preset's own).
 """
 import dataclasses
 import sys
@@ -16,18 +18,19 @@ from bench.sampling import bits_per_code_on, code_set
 from priors import CodeSet
 
 sys.path.insert(0, str(Path(__file__).parent))
-from cached_setting import cached_setting, fit_config  # noqa: E402
+from cached_setting import cached_setting, fit_config, precision_arg  # noqa: E402
 
 
 def main() -> None:
-    if len(sys.argv) not in (6, 7):
+    argv, backbone_precision = precision_arg(sys.argv[1:])
+    if len(argv) not in (5, 6):
         sys.exit(__doc__.split("\n\n")[1])
-    out, spec, preset_name, prior_name, steps = sys.argv[1:6]
-    cfg, sc, shared, _ = cached_setting(out, spec, preset_name)
+    out, spec, preset_name, prior_name, steps = argv[:5]
+    cfg, sc, shared, _ = cached_setting(out, spec, preset_name, backbone_precision)
     cls, export = priors.get_prior(prior_name), shared.export
     test = code_set(export, "test", False)
-    if len(sys.argv) == 7:
-        test = CodeSet(test.codes[:int(sys.argv[6])], test.num_codes)
+    if len(argv) == 6:
+        test = CodeSet(test.codes[:int(argv[5])], test.num_codes)
     bits = {}
     for precision in ("fp32", "bf16"):
         config = dataclasses.replace(shared.preset.prior_config(cls), precision=precision,

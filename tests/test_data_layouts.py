@@ -244,7 +244,7 @@ def test_a_copy_or_a_restored_folder_is_the_same_dataset_but_other_pixels_are_no
 
 
 def test_a_damaged_cache_entry_is_an_error_not_a_silent_rebuild(tmp_path):
-    ds = load(f"oasis:{make_oasis(tmp_path / 'd')}", tmp_path)
+    load(f"oasis:{make_oasis(tmp_path / 'd')}", tmp_path)
     next((tmp_path / "cache" / "data").glob("oasis-*/val.npy")).unlink()
     with pytest.raises(ArtefactError, match=r"val.npy is missing from a finished artefact.*--force"):
         load(f"oasis:{tmp_path / 'd'}", tmp_path)

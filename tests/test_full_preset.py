@@ -43,8 +43,8 @@ def full_export(tmp_path_factory):
     model, record = load_backbone(tmp / "backbone")
     cpu = torch.device("cpu")
     codes = {s: encode_array(model, sp.images, device=cpu) for s, sp in ds.splits.items()}
-    export = save_export(tmp / "export", codes=codes, labels={}, codebook=model.codebook,
-                         backbone=record["hash"], meta={"preset": preset.name})
+    save_export(tmp / "export", codes=codes, labels={}, codebook=model.codebook,
+                backbone=record["hash"], meta={"preset": preset.name})
     return preset, ds, model, load_export(tmp / "export", backbone=record["hash"]), tmp
 
 

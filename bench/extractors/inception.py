@@ -6,7 +6,6 @@ build. Missing pieces are a BenchError saying what to do, never a silent substit
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 

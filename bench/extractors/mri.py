@@ -8,8 +8,6 @@ of its weights, so a score names exactly the features it was computed on.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
 import time
 from dataclasses import dataclass
