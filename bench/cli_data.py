@@ -10,7 +10,8 @@ from rich.table import Table
 
 from bench.cli_common import option_errors, out_console, user_errors
 from bench.data import DataConfig, ImageDataset, load_dataset
-from bench.data.inspect import PERCENTILES, SplitSummary, montage, summarize, write_png
+from bench.data.inspect import (PERCENTILES, TWIN_RMS, TWIN_SIDE, SplitSummary, Twins,
+                                find_twins, montage, summarize, write_png)
 from bench.progress import RichProgress
 from bench.store import prepare_out
 
@@ -35,6 +36,26 @@ def summary_table(ds: ImageDataset, rows: list[SplitSummary]) -> Table:
     return table
 
 
+def twins_table(twins: list[Twins]) -> Table:
+    table = Table(title=f"subjects stored twice: slices at {TWIN_SIDE}x{TWIN_SIDE}, RMS to the "
+                        f"nearest training subject (another one, for train)")
+    for column in ("split", "subjects compared", f"twins (RMS < {TWIN_RMS})", "their slices",
+                   "median RMS", "nearest RMS above the line"):
+        table.add_column(column, justify="left" if column == "split" else "right")
+    for t in twins:
+        table.add_row(t.split, str(t.compared), str(t.twins), str(t.slices),
+                      f"{t.nearest_median:.4f}", f"{t.nearest_above:.4f}")
+    return table
+
+
+def twin_notes(twins: list[Twins]) -> list[str]:
+    """One line per held-out split with twins in train: scores there can reward copying."""
+    return [f"{t.split}: {t.twins} of {t.compared} subjects ({t.slices} slices) match a training "
+            f"subject to RMS < {TWIN_RMS} (one scan under two IDs?); {t.split} scores on them can "
+            f"reward a prior that copies training grids" for t in twins
+            if t.split != "train" and t.twins]
+
+
 @data_app.command("inspect")
 @user_errors
 def inspect(
@@ -46,14 +67,17 @@ def inspect(
                                                 help="montage PNG [default: CACHE_DIR/montages/]"),
     skip_bad: bool = typer.Option(False, help="skip unusable files with a note instead of failing"),
 ) -> None:
-    """Counts per split and label, subjects, intensity statistics, notes, and a montage PNG."""
+    """Counts per split and label, subjects, intensity statistics, subjects stored twice
+    (twins), notes, and a montage PNG."""
     with option_errors():
         config = DataConfig(resolution=resolution, seed=seed, skip_bad=skip_bad)
     if montage_path is not None:
         prepare_out(montage_path.parent)  # an unwritable place fails before the work
     ds = load_dataset(spec, config, cache_dir=cache_dir, progress=RichProgress())
     out_console.print(summary_table(ds, summarize(ds)))
-    for note in ds.notes:
+    twins = find_twins(ds)
+    out_console.print(twins_table(twins))
+    for note in [*ds.notes, *twin_notes(twins)]:
         out_console.print(f"note: {note}", soft_wrap=True)
     path = write_png(montage_path or cache_dir / "montages" / f"{ds.kind}-{ds.fingerprint}.png",
                      montage(ds))

@@ -21,7 +21,8 @@ def test_inspect_reports_counts_subjects_and_writes_a_montage(tmp_path):
     result = runner.invoke(data_app, args)
     assert result.exit_code == 0, result.output
     rows = [line.replace("│", " ").split() for line in result.stdout.splitlines()]
-    lines = {row[0]: row[1:5] for row in rows if row[:1] in (["train"], ["val"], ["test"])}
+    lines = {row[0]: row[1:5] for row in rows  # the summary table's rows (12 cells)
+             if row[:1] in (["train"], ["val"], ["test"]) and len(row) == 12}
     # images, subjects, AD, NC per split: 10 subjects of 2 slices in train, 1 per label to val
     assert lines == {"train": ["16", "8", "8", "8"], "val": ["4", "2", "2", "2"],
                      "test": ["8", "4", "4", "4"]}

@@ -1,4 +1,5 @@
-"""What `bench data inspect` reports: counts, subjects, intensity statistics and a montage."""
+"""What `bench data inspect` reports: counts, subjects, intensity statistics, subjects stored
+twice (twins) and a montage."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from PIL import Image
 from bench.data.base import SPLITS, ImageDataset, Split, class_counts
 
 PERCENTILES = (1, 5, 50, 95, 99)
+TWIN_SIDE = 16  # twins are looked for on slices averaged down to 16x16
+TWIN_RMS = 0.01  # RMS grey difference (0-1) under which two subjects count as one scan twice
 MONTAGE_COLUMNS = 8  # images per split in the montage
 MONTAGE_GAP = 2  # px between montage tiles
 
@@ -50,6 +53,81 @@ def summarize_split(name: str, split: Split, label_names: tuple[str, ...]) -> Sp
 
 def summarize(ds: ImageDataset) -> list[SplitSummary]:
     return [summarize_split(name, ds.splits[name], ds.label_names) for name in SPLITS]
+
+
+@dataclass(frozen=True)
+class Twins:
+    """Subjects of one split that look like a training subject stored under another ID: their
+    slices, in stored order and averaged to TWIN_SIDE x TWIN_SIDE, differ from that subject's
+    by under TWIN_RMS (RMS, grey 0-1). On ADNI AD_NC ordinary pairs differ by 0.03-0.06."""
+    split: str
+    compared: int  # subjects with the training split's most common slice count (the rest can't be)
+    twins: int  # of those, subjects with a twin in train (for train: another training subject)
+    slices: int  # the twins' slices
+    nearest_median: float  # median RMS to the nearest (other) training subject; nan if none
+    nearest_above: float  # the smallest of those RMS at or above the line (how clean the gap is)
+
+
+def pooled(images: np.ndarray, side: int = TWIN_SIDE) -> np.ndarray:
+    """(N, side*side) float32 area means of (N, R, R) uint8 images, R a multiple of side, 0-1."""
+    n, r = len(images), images.shape[-1]
+    if r % side:
+        raise ValueError(f"resolution {r} is not a multiple of {side}")
+    out = np.empty((n, side * side), np.float32)
+    for start in range(0, n, 4096):  # chunks keep memory flat on large memmaps
+        chunk = np.asarray(images[start:start + 4096], np.float32) / 255
+        k = len(chunk)
+        out[start:start + k] = chunk.reshape(k, side, r // side, side, r // side).mean((2, 4)).reshape(k, -1)
+    return out
+
+
+def subject_stacks(split: Split, slices: int) -> np.ndarray:
+    """One row per subject with exactly `slices` slices: its pooled slices in stored order."""
+    subjects = np.asarray(split.subjects).astype(str)
+    names, inverse, counts = np.unique(subjects, return_inverse=True, return_counts=True)
+    keep = np.flatnonzero(counts == slices)
+    if not len(keep):
+        return np.empty((0, slices * TWIN_SIDE ** 2), np.float32)
+    order = np.argsort(inverse, kind="stable")  # each subject's slices together, stored order
+    rows = pooled(split.images)[order].reshape(-1, TWIN_SIDE ** 2)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    return np.stack([rows[starts[i]:starts[i] + slices].ravel() for i in keep])
+
+
+def nearest_rms(queries: np.ndarray, refs: np.ndarray, *, exclude_self: bool) -> np.ndarray:
+    """For each row of queries, the RMS difference to its nearest row of refs (float64;
+    exclude_self: queries ARE refs, and a row's own distance does not count)."""
+    best = np.full(len(queries), np.inf)
+    r = refs.astype(np.float64)
+    r2 = (r * r).sum(1)
+    for start in range(0, len(queries), 256):
+        q = queries[start:start + 256].astype(np.float64)
+        d2 = (q * q).sum(1)[:, None] + r2[None, :] - 2 * q @ r.T
+        if exclude_self:
+            d2[np.arange(len(q)), np.arange(start, start + len(q))] = np.inf
+        best[start:start + len(q)] = np.maximum(d2.min(1), 0.0)
+    return np.sqrt(best / max(queries.shape[1], 1))
+
+
+def find_twins(ds: ImageDataset, rms: float = TWIN_RMS) -> list[Twins]:
+    """Per split, its subjects that match a training subject to within `rms` (see `Twins`)."""
+    train = np.asarray(ds.splits["train"].subjects).astype(str)
+    if not len(train):
+        return []
+    counts = np.unique(np.unique(train, return_counts=True)[1], return_counts=True)
+    slices = int(counts[0][np.argmax(counts[1])])  # the most common slice count
+    refs = subject_stacks(ds.splits["train"], slices)
+    out = []
+    for name in SPLITS:
+        stacks = refs if name == "train" else subject_stacks(ds.splits[name], slices)
+        if not len(stacks) or len(refs) < (2 if name == "train" else 1):
+            out.append(Twins(name, len(stacks), 0, 0, float("nan"), float("nan")))
+            continue
+        best = nearest_rms(stacks, refs, exclude_self=name == "train")
+        twins, above = int((best < rms).sum()), best[best >= rms]
+        out.append(Twins(name, len(stacks), twins, twins * slices, float(np.median(best)),
+                         float(above.min()) if len(above) else float("nan")))
+    return out
 
 
 def montage(ds: ImageDataset, columns: int = MONTAGE_COLUMNS) -> np.ndarray:
