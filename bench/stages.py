@@ -174,17 +174,30 @@ def _load_backbone(directory: Path) -> tuple[VQVAE, dict[str, Any]]:
         raise ArtefactError(f"{e}; run the same command again with --force to rebuild it") from None
 
 
+def export_artefact(backbone_hash: str, data_fingerprint: str, device: torch.device) -> Artefact:
+    """Where the codes of one backbone on one dataset live: keyed by both, and by how they were
+    encoded where that differs from fp32 (CUDA encodes under bf16 autocast: a near-tie in code
+    assignment can fall the other way, so a GPU's export is not a CPU's). The fp32 key names no
+    encoding, as every export's key did before CUDA exports were told apart."""
+    key = {"backbone": backbone_hash, "data": data_fingerprint}
+    if device.type == "cuda":
+        key["encode"] = "bf16-autocast"
+    return Artefact.of("exports", key)
+
+
 def stage_export(ds: ImageDataset, model: VQVAE, record: dict[str, Any],
                  sc: StageContext) -> tuple[CodeExport, Artefact]:
-    """The codes of every split: keyed by the backbone AND the data of every split."""
-    art = Artefact.of("exports", {"backbone": record["hash"], "data": ds.fingerprint})
+    """The codes of every split: keyed by the backbone AND the data of every split (and the
+    encoding's precision where it is not fp32: `export_artefact`)."""
+    art = export_artefact(record["hash"], ds.fingerprint, sc.device)
 
     def build(directory: Path) -> None:
         codes = {s: encode_array(model, sp.images, device=sc.device) for s, sp in ds.splits.items()}
         labels = {s: torch.from_numpy(np.asarray(sp.labels)) for s, sp in ds.splits.items()
                   if sp.labels is not None}
         meta = {"dataset": ds.spec, "data_fingerprint": ds.fingerprint,
-                "label_names": list(ds.label_names), "image_size": ds.config.resolution}
+                "label_names": list(ds.label_names), "image_size": ds.config.resolution,
+                "encoded_on": sc.device.type}
         export = save_export(directory, codes=codes, labels=labels, codebook=model.codebook,
                              backbone=record["hash"], meta=meta)
         err_console.print(f"codes: exported {export.manifest['counts']} grids of {export.grid}")

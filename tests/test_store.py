@@ -218,3 +218,14 @@ def test_named_checkpoints_of_one_build_keep_their_own_state_until_commit(tmp_pa
     assert len(list((tmp_path / ".partial").glob("*/*.pt"))) == 2
     store.get_or_build(a, writer("done"), read_value)
     assert not any((tmp_path / ".partial").iterdir())
+
+
+def test_a_cuda_export_is_its_own_artefact_and_the_cpu_key_is_unchanged():
+    from bench.stages import export_artefact
+    cpu = export_artefact("b" * 64, "f" * 20, torch.device("cpu"))
+    cuda = export_artefact("b" * 64, "f" * 20, torch.device("cuda"))
+    # CPU (fp32) exports keep the key every export had before encodings were told apart, so
+    # stored CPU results stay found; CUDA's bf16-autocast encoding gets a folder of its own
+    assert cpu.key == artefact_key("exports", {"backbone": "b" * 64, "data": "f" * 20})
+    assert cuda.key != cpu.key and cuda.deps["encode"] == "bf16-autocast"
+    assert export_artefact("b" * 64, "f" * 20, torch.device("cuda", 1)).key == cuda.key
