@@ -11,28 +11,31 @@ from typer.testing import CliRunner
 from bench.cli_data import data_app
 from bench.data import DataConfig, load_dataset
 from bench.data.base import ImageDataset, Split
-from bench.data.inspect import TWIN_SIDE, find_twins, nearest_rms, pooled, subject_stacks
+from bench.data.inspect import (TWIN_SIDE, find_twins, nearest_rms, pooled, subject_stacks,
+                                twin_pairs)
 from tests.conftest_data import make_adni
 
 runner = CliRunner()
 
 
-def brute_nearest(queries: np.ndarray, refs: np.ndarray, exclude_self: bool) -> np.ndarray:
+def brute_nearest(queries: np.ndarray, refs: np.ndarray,
+                  exclude_self: bool) -> tuple[np.ndarray, np.ndarray]:
     out = []
     for i, q in enumerate(queries):
-        out.append(min(np.sqrt(np.mean((q.astype(np.float64) - r) ** 2))
+        out.append(min((np.sqrt(np.mean((q.astype(np.float64) - r) ** 2)), j)
                        for j, r in enumerate(refs) if not (exclude_self and i == j)))
-    return np.array(out)
+    return np.array([d for d, _ in out]), np.array([j for _, j in out])
 
 
 def test_nearest_rms_equals_a_brute_force_loop():
     rng = np.random.default_rng(0)
     refs = rng.random((300, 40), dtype=np.float32)  # > 256 queries: two chunks
     queries = np.concatenate([rng.random((5, 40), dtype=np.float32), refs[:3] + 0.001])
-    np.testing.assert_allclose(nearest_rms(queries, refs, exclude_self=False),
-                               brute_nearest(queries, refs, False), atol=1e-6)
-    np.testing.assert_allclose(nearest_rms(refs, refs, exclude_self=True),
-                               brute_nearest(refs, refs, True), atol=1e-6)
+    for q, exclude in ((queries, False), (refs, True)):
+        rms, index = nearest_rms(q, refs, exclude_self=exclude)
+        want, want_index = brute_nearest(q, refs, exclude)
+        np.testing.assert_allclose(rms, want, atol=1e-6)
+        np.testing.assert_array_equal(index, want_index)
 
 
 def test_pooled_is_the_area_mean_and_stacks_keep_each_subjects_slices_in_order():
@@ -43,7 +46,8 @@ def test_pooled_is_the_area_mean_and_stacks_keep_each_subjects_slices_in_order()
     np.testing.assert_allclose(p[2, 0], images[2, :2, :2].mean() / 255, rtol=1e-6)
     # subjects interleaved in storage; "c" has 1 slice, not the common 2: left out
     split = Split(images, np.array(["b", "a", "b", "c", "a"]))
-    stacks = subject_stacks(split, 2)
+    names, stacks = subject_stacks(split, 2)
+    assert names.tolist() == ["a", "b"]
     np.testing.assert_array_equal(stacks, np.stack([np.concatenate([p[1], p[4]]),
                                                     np.concatenate([p[0], p[2]])]))
 
@@ -68,6 +72,8 @@ def test_a_copied_subject_is_a_twin_and_slight_noise_keeps_it_one():
     assert (twins["test"].compared, twins["test"].twins, twins["test"].slices) == (2, 1, 2)
     assert twins["train"].twins == 0 and twins["val"].compared == 0
     assert twins["test"].nearest_above > 0.1  # the other test subject: random, far away
+    ds = dataset(train, subjects, test, ["t0", "t0", "t1", "t1"])
+    assert [(a, b) for a, b, _ in twin_pairs(ds, "test")] == [("t0", "s1")]
     # the same scan twice inside train: both copies count
     train2 = np.concatenate([train, train[:2]])
     twins = {t.split: t for t in find_twins(dataset(train2, subjects + ["s3", "s3"], test[2:],

@@ -81,23 +81,25 @@ def pooled(images: np.ndarray, side: int = TWIN_SIDE) -> np.ndarray:
     return out
 
 
-def subject_stacks(split: Split, slices: int) -> np.ndarray:
-    """One row per subject with exactly `slices` slices: its pooled slices in stored order."""
+def subject_stacks(split: Split, slices: int) -> tuple[np.ndarray, np.ndarray]:
+    """(subject IDs, one row each: its pooled slices in stored order) of the subjects with
+    exactly `slices` slices."""
     subjects = np.asarray(split.subjects).astype(str)
     names, inverse, counts = np.unique(subjects, return_inverse=True, return_counts=True)
     keep = np.flatnonzero(counts == slices)
     if not len(keep):
-        return np.empty((0, slices * TWIN_SIDE ** 2), np.float32)
+        return names[keep], np.empty((0, slices * TWIN_SIDE ** 2), np.float32)
     order = np.argsort(inverse, kind="stable")  # each subject's slices together, stored order
     rows = pooled(split.images)[order].reshape(-1, TWIN_SIDE ** 2)
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    return np.stack([rows[starts[i]:starts[i] + slices].ravel() for i in keep])
+    return names[keep], np.stack([rows[starts[i]:starts[i] + slices].ravel() for i in keep])
 
 
-def nearest_rms(queries: np.ndarray, refs: np.ndarray, *, exclude_self: bool) -> np.ndarray:
-    """For each row of queries, the RMS difference to its nearest row of refs (float64;
-    exclude_self: queries ARE refs, and a row's own distance does not count)."""
-    best = np.full(len(queries), np.inf)
+def nearest_rms(queries: np.ndarray, refs: np.ndarray, *,
+                exclude_self: bool) -> tuple[np.ndarray, np.ndarray]:
+    """For each row of queries, the RMS difference to its nearest row of refs (float64) and
+    that row's index (exclude_self: queries ARE refs, and a row's own distance does not count)."""
+    best, index = np.full(len(queries), np.inf), np.zeros(len(queries), np.int64)
     r = refs.astype(np.float64)
     r2 = (r * r).sum(1)
     for start in range(0, len(queries), 256):
@@ -105,27 +107,47 @@ def nearest_rms(queries: np.ndarray, refs: np.ndarray, *, exclude_self: bool) ->
         d2 = (q * q).sum(1)[:, None] + r2[None, :] - 2 * q @ r.T
         if exclude_self:
             d2[np.arange(len(q)), np.arange(start, start + len(q))] = np.inf
+        index[start:start + len(q)] = d2.argmin(1)
         best[start:start + len(q)] = np.maximum(d2.min(1), 0.0)
-    return np.sqrt(best / max(queries.shape[1], 1))
+    return np.sqrt(best / max(queries.shape[1], 1)), index
+
+
+def _nearest_training_subjects(ds: ImageDataset) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per split: (its compared subject IDs, RMS to the nearest training subject, that
+    subject's ID), over the subjects with the training split's most common slice count."""
+    train = np.asarray(ds.splits["train"].subjects).astype(str)
+    if not len(train):
+        return {}
+    counts = np.unique(np.unique(train, return_counts=True)[1], return_counts=True)
+    slices = int(counts[0][np.argmax(counts[1])])  # the most common slice count
+    ref_names, refs = subject_stacks(ds.splits["train"], slices)
+    out = {}
+    for name in SPLITS:
+        names, stacks = ((ref_names, refs) if name == "train" else
+                         subject_stacks(ds.splits[name], slices))
+        if not len(stacks) or len(refs) < (2 if name == "train" else 1):
+            out[name] = (names, np.full(len(names), np.inf), np.full(len(names), "", object))
+            continue
+        rms, index = nearest_rms(stacks, refs, exclude_self=name == "train")
+        out[name] = (names, rms, ref_names[index])
+    return out
+
+
+def twin_pairs(ds: ImageDataset, split: str, rms: float = TWIN_RMS) -> list[tuple[str, str, float]]:
+    """(subject of `split`, its training twin, their RMS) for every twin of `split`."""
+    names, best, match = _nearest_training_subjects(ds).get(split, ((), (), ()))
+    return [(str(n), str(m), float(b)) for n, b, m in zip(names, best, match) if b < rms]
 
 
 def find_twins(ds: ImageDataset, rms: float = TWIN_RMS) -> list[Twins]:
     """Per split, its subjects that match a training subject to within `rms` (see `Twins`)."""
-    train = np.asarray(ds.splits["train"].subjects).astype(str)
-    if not len(train):
-        return []
-    counts = np.unique(np.unique(train, return_counts=True)[1], return_counts=True)
-    slices = int(counts[0][np.argmax(counts[1])])  # the most common slice count
-    refs = subject_stacks(ds.splits["train"], slices)
     out = []
-    for name in SPLITS:
-        stacks = refs if name == "train" else subject_stacks(ds.splits[name], slices)
-        if not len(stacks) or len(refs) < (2 if name == "train" else 1):
-            out.append(Twins(name, len(stacks), 0, 0, float("nan"), float("nan")))
-            continue
-        best = nearest_rms(stacks, refs, exclude_self=name == "train")
-        twins, above = int((best < rms).sum()), best[best >= rms]
-        out.append(Twins(name, len(stacks), twins, twins * slices, float(np.median(best)),
+    for name, (names, best, _) in _nearest_training_subjects(ds).items():
+        slices = len(ds.splits[name].subjects) and int(
+            np.isin(np.asarray(ds.splits[name].subjects).astype(str), names[best < rms]).sum())
+        twins, above = int((best < rms).sum()), best[np.isfinite(best) & (best >= rms)]
+        out.append(Twins(name, len(names), twins, slices,
+                         float(np.median(best)) if np.isfinite(best).any() else float("nan"),
                          float(above.min()) if len(above) else float("nan")))
     return out
 
