@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Optional
 
@@ -10,8 +11,9 @@ from rich.table import Table
 
 from bench.cli_common import option_errors, out_console, user_errors
 from bench.data import DataConfig, ImageDataset, load_dataset
-from bench.data.inspect import (PERCENTILES, TWIN_RMS, TWIN_SIDE, SplitSummary, Twins,
-                                find_twins, montage, summarize, write_png)
+from bench.data.inspect import (PERCENTILES, TWIN_MIN_SLICES, TWIN_RMS, TWIN_SIDE, SplitSummary,
+                                Twins, common_slice_count, find_twins, montage, summarize,
+                                twin_notes, write_png)
 from bench.progress import RichProgress
 from bench.store import prepare_out
 
@@ -39,21 +41,17 @@ def summary_table(ds: ImageDataset, rows: list[SplitSummary]) -> Table:
 def twins_table(twins: list[Twins]) -> Table:
     table = Table(title=f"subjects stored twice: slices at {TWIN_SIDE}x{TWIN_SIDE}, RMS to the "
                         f"nearest training subject (another one, for train)")
-    for column in ("split", "subjects compared", f"twins (RMS < {TWIN_RMS})", "their slices",
+    for column in ("split", "subjects", "compared", f"twins (RMS < {TWIN_RMS})", "their slices",
                    "median RMS", "nearest RMS above the line"):
         table.add_column(column, justify="left" if column == "split" else "right")
+
+    def rms(value: float) -> str:
+        return "-" if math.isnan(value) else f"{value:.4f}"
+
     for t in twins:
-        table.add_row(t.split, str(t.compared), str(t.twins), str(t.slices),
-                      f"{t.nearest_median:.4f}", f"{t.nearest_above:.4f}")
+        table.add_row(t.split, str(t.subjects), str(t.compared), str(t.twins), str(t.slices),
+                      rms(t.nearest_median), rms(t.nearest_above))
     return table
-
-
-def twin_notes(twins: list[Twins]) -> list[str]:
-    """One line per held-out split with twins in train: scores there can reward copying."""
-    return [f"{t.split}: {t.twins} of {t.compared} subjects ({t.slices} slices) match a training "
-            f"subject to RMS < {TWIN_RMS} (one scan under two IDs?); {t.split} scores on them can "
-            f"reward a prior that copies training grids" for t in twins
-            if t.split != "train" and t.twins]
 
 
 @data_app.command("inspect")
@@ -76,7 +74,12 @@ def inspect(
     ds = load_dataset(spec, config, cache_dir=cache_dir, progress=RichProgress())
     out_console.print(summary_table(ds, summarize(ds)))
     twins = find_twins(ds)
-    out_console.print(twins_table(twins))
+    if twins:
+        out_console.print(twins_table(twins))
+    else:
+        out_console.print(f"subjects stored twice: not checked (training subjects have "
+                          f"{common_slice_count(ds)} slice(s); under {TWIN_MIN_SLICES}, a blank "
+                          f"or look-alike slice would pass for a twin)")
     for note in [*ds.notes, *twin_notes(twins)]:
         out_console.print(f"note: {note}", soft_wrap=True)
     path = write_png(montage_path or cache_dir / "montages" / f"{ds.kind}-{ds.fingerprint}.png",

@@ -29,8 +29,9 @@ from bench.progress import RichProgress, err_console
 from bench.sampling import code_set, measure_bits, sample_labels, sample_prior
 from bench.scoring import (REAL_SIDE, SampleSet, ScoringContext, make_context, score_codes,
                            score_samples, subject_halves)
-from bench.stages import (StageContext, backbone_scores, check_precision, precision_keyed,
-                          stage_backbone, stage_data, stage_export, stage_extractor)
+from bench.stages import (StageContext, backbone_scores, check_precision, data_twins,
+                          precision_keyed, stage_backbone, stage_data, stage_export,
+                          stage_extractor)
 from bench.store import (Artefact, Store, load_tensors, read_json, save_tensors,
                          write_json_atomic)
 from bench.torchrun import Ranks, check_batches, session
@@ -152,6 +153,7 @@ class Shared:
     artefacts: dict[str, str]  # stage -> folder relative to the results root
     backbone: dict[str, float]  # recon SSIM / PSNR, code usage
     backbone_training: dict[str, Any]  # how long the backbone trained, where, how loaded
+    twins: dict[str, int]  # split -> subjects that are twins of a training subject (data_twins)
 
 
 REFERENCE = "reference (recon of other test subjects)"
@@ -256,7 +258,7 @@ def base_record(cfg: RunConfig, shared: Shared, ctx: ScoringContext) -> dict[str
             "seed": cfg.seed, "backbone_hash": shared.export.backbone_hash,
             "export_hash": shared.export.export_hash, "num_codes": shared.export.num_codes,
             "grid": list(shared.export.grid), "backbone": shared.backbone,
-            "backbone_training": shared.backbone_training,
+            "backbone_training": shared.backbone_training, "twins": shared.twins,
             "artefacts": shared.artefacts,  # + "fit" in a prior's run record
             "extractor": {"name": ctx.extractor.name, "id": ctx.extractor.id},
             "real_side": REAL_SIDE, "condition": cfg.condition, "versions": records.versions()}
@@ -307,6 +309,7 @@ def prepare_shared(cfg: RunConfig, preset: Preset, sc: StageContext) -> Shared:
                           mni_sizes=preset.mni_sizes, skip_bad=cfg.skip_bad)
     ds = stage_data(cfg.dataset, data_cfg, sc)
     check_options(cfg, ds)
+    twins = data_twins(ds, sc)
     model, bb_record, bb_art = stage_backbone(preset, ds, cfg.backbone_seed, sc)
     export, ex_art = stage_export(ds, model, bb_record, sc)
     scores = backbone_scores(model, ds, export, sc)
@@ -318,7 +321,7 @@ def prepare_shared(cfg: RunConfig, preset: Preset, sc: StageContext) -> Shared:
                 "precision": summary.get("precision"),
                 "device": meta.get("device"), "load_avg": meta.get("load_avg"),
                 "cpu_count": meta.get("cpu_count"), "cpu_share": summary.get("train_cpu_share")}
-    return Shared(preset, ds, model, export, artefacts, scores, training)
+    return Shared(preset, ds, model, export, artefacts, scores, training, twins)
 
 
 def scoring_context(cfg: RunConfig, shared: Shared, extractor: FeatureExtractor, n: int,

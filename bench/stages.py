@@ -14,6 +14,7 @@ import torch
 
 from bench import metrics, records
 from bench.data import DataConfig, ImageDataset, load_dataset
+from bench.data.inspect import TWIN_RMS, TWIN_SIDE, Twins, find_twins, twin_notes
 from bench.errors import ArtefactError, BenchError
 from bench.extractors import FeatureExtractor, build_extractor
 from bench.presets import Preset
@@ -210,6 +211,29 @@ def stage_export(ds: ImageDataset, model: VQVAE, record: dict[str, Any],
 
     export, _ = sc.build(art, build, load)
     return export, art
+
+
+def data_twins(ds: ImageDataset, sc: StageContext) -> dict[str, int]:
+    """Subjects of each split that are twins of a training subject (one scan under two IDs:
+    `find_twins`), found once per dataset and stored; a note for each held-out split with any,
+    since its scores can reward a prior that copies training grids."""
+    art = Artefact.of("scores", {"what": "twins", "data": ds.fingerprint, "rms": TWIN_RMS,
+                                 "side": TWIN_SIDE}, prefix="twins-")
+
+    def build(directory: Path) -> None:
+        write_json_atomic(directory / "twins.json",
+                          {"splits": [dataclasses.asdict(t) for t in find_twins(ds)]})
+
+    if not sc.store.writer and sc.ranks.world == 1 and not sc.store.exists(art):
+        # a read-only store outside torchrun (scripts on a folder of older runs): not kept
+        twins = find_twins(ds)
+    else:
+        stored, _ = sc.build(art, build, lambda d: read_json(d / "twins.json"))
+        twins = [Twins(**t) for t in stored["splits"]]
+    if sc.ranks.lead:
+        for note in twin_notes(twins):
+            err_console.print(f"[yellow]note:[/] {note}", soft_wrap=True)
+    return {t.split: t.twins for t in twins}
 
 
 def backbone_scores(model: VQVAE, ds: ImageDataset, export: CodeExport,

@@ -121,8 +121,9 @@ def groups(recs: list[dict[str, Any]]) -> list[tuple[dict[str, Any], list[dict[s
         num_codes = next((r["num_codes"] for r in members if r.get("num_codes")), None)
         runs = sorted({r["against"]["run_id"] for r in members
                        if r["kind"] == "prior" and r.get("against")})
+        twins = next((r["twins"] for r in members if r.get("twins")), {})
         out.append((setting | {"backbone_scores": backbone, "num_codes": num_codes,
-                               "source_runs": runs}, members))
+                               "source_runs": runs, "twins": twins}, members))
     return out
 
 
@@ -221,7 +222,14 @@ def backbone_line(meta: dict[str, Any]) -> str:
             f"PSNR {num('recon_psnr', 2)} dB (whole test split); codes used "
             f"{num('train_distinct_codes', 0)} (train), {num('test_distinct_codes', 0)} (test)"
             f"{of_k}; perplexity {num('train_code_perplexity', 1)} (train), "
-            f"{num('test_code_perplexity', 1)} (test)")
+            f"{num('test_code_perplexity', 1)} (test)" + twins_clause(meta.get("twins") or {}))
+
+
+def twins_clause(twins: dict[str, int]) -> str:
+    """'; twins of training subjects (one scan under two IDs): 3 in test, 10 in val' or ''."""
+    held_out = [f"{twins[s]} in {s}" for s in ("test", "val") if twins.get(s)]
+    return f"; twins of training subjects (one scan under two IDs): {', '.join(held_out)}" \
+        if held_out else ""
 
 
 def markdown_table(meta: dict[str, Any], table: pd.DataFrame) -> list[str]:
@@ -309,4 +317,4 @@ def record_backbone_line(record: dict[str, Any]) -> str:
     """`backbone_line` for one record (what `bench run` prints above its scores)."""
     return backbone_line({"backbone": record["backbone_hash"][:12],
                           "backbone_scores": record.get("backbone") or {},
-                          "num_codes": record.get("num_codes")})
+                          "num_codes": record.get("num_codes"), "twins": record.get("twins")})

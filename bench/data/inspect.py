@@ -16,6 +16,7 @@ from bench.data.base import SPLITS, ImageDataset, Split, class_counts
 PERCENTILES = (1, 5, 50, 95, 99)
 TWIN_SIDE = 16  # twins are looked for on slices averaged down to 16x16
 TWIN_RMS = 0.01  # RMS grey difference (0-1) under which two subjects count as one scan twice
+TWIN_MIN_SLICES = 3  # fewer slices a subject: a blank or look-alike slice would pass as a twin
 MONTAGE_COLUMNS = 8  # images per split in the montage
 MONTAGE_GAP = 2  # px between montage tiles
 
@@ -61,7 +62,8 @@ class Twins:
     slices, in stored order and averaged to TWIN_SIDE x TWIN_SIDE, differ from that subject's
     by under TWIN_RMS (RMS, grey 0-1). On ADNI AD_NC ordinary pairs differ by 0.03-0.06."""
     split: str
-    compared: int  # subjects with the training split's most common slice count (the rest can't be)
+    subjects: int  # all of the split's subjects
+    compared: int  # those with the training split's most common slice count (the rest can't be)
     twins: int  # of those, subjects with a twin in train (for train: another training subject)
     slices: int  # the twins' slices
     nearest_median: float  # median RMS to the nearest (other) training subject; nan if none
@@ -74,8 +76,9 @@ def pooled(images: np.ndarray, side: int = TWIN_SIDE) -> np.ndarray:
     if r % side:
         raise ValueError(f"resolution {r} is not a multiple of {side}")
     out = np.empty((n, side * side), np.float32)
-    for start in range(0, n, 4096):  # chunks keep memory flat on large memmaps
-        chunk = np.asarray(images[start:start + 4096], np.float32) / 255
+    step = max(1, 2 ** 26 // (4 * r * r))  # 64 MiB of float32 a chunk: flat on large memmaps
+    for start in range(0, n, step):
+        chunk = np.asarray(images[start:start + step], np.float32) / 255
         k = len(chunk)
         out[start:start + k] = chunk.reshape(k, side, r // side, side, r // side).mean((2, 4)).reshape(k, -1)
     return out
@@ -112,14 +115,21 @@ def nearest_rms(queries: np.ndarray, refs: np.ndarray, *,
     return np.sqrt(best / max(queries.shape[1], 1)), index
 
 
+def common_slice_count(ds: ImageDataset) -> int:
+    """The training split's most common number of slices per subject (0: no training data)."""
+    train = np.asarray(ds.splits["train"].subjects).astype(str)
+    if not len(train):
+        return 0
+    counts = np.unique(np.unique(train, return_counts=True)[1], return_counts=True)
+    return int(counts[0][np.argmax(counts[1])])
+
+
 def _nearest_training_subjects(ds: ImageDataset) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Per split: (its compared subject IDs, RMS to the nearest training subject, that
     subject's ID), over the subjects with the training split's most common slice count."""
-    train = np.asarray(ds.splits["train"].subjects).astype(str)
-    if not len(train):
+    slices = common_slice_count(ds)
+    if slices < TWIN_MIN_SLICES:
         return {}
-    counts = np.unique(np.unique(train, return_counts=True)[1], return_counts=True)
-    slices = int(counts[0][np.argmax(counts[1])])  # the most common slice count
     ref_names, refs = subject_stacks(ds.splits["train"], slices)
     out = {}
     for name in SPLITS:
@@ -140,16 +150,29 @@ def twin_pairs(ds: ImageDataset, split: str, rms: float = TWIN_RMS) -> list[tupl
 
 
 def find_twins(ds: ImageDataset, rms: float = TWIN_RMS) -> list[Twins]:
-    """Per split, its subjects that match a training subject to within `rms` (see `Twins`)."""
+    """Per split, its subjects that match a training subject to within `rms` (see `Twins`);
+    [] where it cannot be told (training subjects of fewer than TWIN_MIN_SLICES slices)."""
     out = []
     for name, (names, best, _) in _nearest_training_subjects(ds).items():
-        slices = len(ds.splits[name].subjects) and int(
-            np.isin(np.asarray(ds.splits[name].subjects).astype(str), names[best < rms]).sum())
+        subjects = np.asarray(ds.splits[name].subjects).astype(str)
+        slices = int(np.isin(subjects, names[best < rms]).sum())
         twins, above = int((best < rms).sum()), best[np.isfinite(best) & (best >= rms)]
-        out.append(Twins(name, len(names), twins, slices,
+        out.append(Twins(name, len(set(subjects.tolist())), len(names), twins, slices,
                          float(np.median(best)) if np.isfinite(best).any() else float("nan"),
                          float(above.min()) if len(above) else float("nan")))
     return out
+
+
+def twin_notes(twins: list[Twins]) -> list[str]:
+    """One line per held-out split with twins in train (scores there can reward copying), and
+    one per split with subjects left out of the comparison."""
+    notes = [f"{t.split}: {t.twins} of {t.compared} subjects compared ({t.slices} slices) match "
+             f"a training subject to RMS < {TWIN_RMS} (near-identical scans under two IDs?); "
+             f"{t.split} scores on them can reward a prior that copies training grids"
+             for t in twins if t.split != "train" and t.twins]
+    return notes + [f"{t.split}: {t.subjects - t.compared} of {t.subjects} subjects not compared "
+                    f"for twins (their slice count is not the training split's usual one)"
+                    for t in twins if t.compared < t.subjects]
 
 
 def montage(ds: ImageDataset, columns: int = MONTAGE_COLUMNS) -> np.ndarray:
