@@ -214,9 +214,9 @@ def stage_export(ds: ImageDataset, model: VQVAE, record: dict[str, Any],
 
 
 def data_twins(ds: ImageDataset, sc: StageContext) -> dict[str, int]:
-    """Subjects of each split that are twins of a training subject (one scan under two IDs:
-    `find_twins`), found once per dataset and stored; a note for each held-out split with any,
-    since its scores can reward a prior that copies training grids."""
+    """Subjects of each split that are twins of a training subject (near-identical scans
+    under two IDs: `find_twins`), found once per dataset and stored; a note for each held-out
+    split with any, since its scores can reward a prior that copies training grids."""
     art = Artefact.of("scores", {"what": "twins", "data": ds.fingerprint, "rms": TWIN_RMS,
                                  "side": TWIN_SIDE}, prefix="twins-")
 

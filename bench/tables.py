@@ -226,10 +226,11 @@ def backbone_line(meta: dict[str, Any]) -> str:
 
 
 def twins_clause(twins: dict[str, int]) -> str:
-    """'; twins of training subjects (one scan under two IDs): 3 in test, 10 in val' or ''."""
+    """'; twins of training subjects (near-identical scans under two IDs): 3 in test, 10 in
+    val', or '' when no held-out split has any."""
     held_out = [f"{twins[s]} in {s}" for s in ("test", "val") if twins.get(s)]
-    return f"; twins of training subjects (one scan under two IDs): {', '.join(held_out)}" \
-        if held_out else ""
+    return ("; twins of training subjects (near-identical scans under two IDs): "
+            + ", ".join(held_out)) if held_out else ""
 
 
 def markdown_table(meta: dict[str, Any], table: pd.DataFrame) -> list[str]:

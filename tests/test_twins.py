@@ -149,5 +149,5 @@ def test_a_run_notes_test_twins_records_them_and_compare_says_so(tmp_path):
     assert len(list(out.glob("scores/twins-*"))) == 1  # found once, stored
     result = runner.invoke(app, ["compare", "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert ("twins of training subjects (one scan under two IDs): 1 in test" in
+    assert ("twins of training subjects (near-identical scans under two IDs): 1 in test" in
             (out / "comparison.md").read_text())
