@@ -56,6 +56,41 @@ def test_fit_reports_bits_per_code_each_epoch():
                                                             for m in reported))
 
 
+def test_val_grids_scores_a_fixed_subset_of_val_and_keys_only_when_set():
+    from priors.base import cache_key_fields
+    from priors.netprior import val_subset
+    g = torch.Generator().manual_seed(0)
+    val = priors.CodeSet(torch.randint(0, K, (20, *GRID), generator=g), K,
+                         torch.arange(20) % 2)
+    sub = val_subset(val, 6)
+    picked = [next(i for i in range(20) if torch.equal(val.codes[i], c)) for c in sub.codes]
+    assert len(sub) == 6 and picked == sorted(picked)  # stored order
+    assert torch.equal(sub.labels, val.labels[picked])
+    assert torch.equal(val_subset(val, 6).codes, sub.codes)  # fixed, not drawn anew
+    assert val_subset(val, 0) is val and val_subset(val, 20) is val
+    scored = []
+    prior = make("maskgit", val_grids=6)
+    original = type(prior).mean_nats_per_code
+
+    def spy(self, split):
+        scored.append(split.codes.clone())
+        return original(self, split)
+
+    type(prior).mean_nats_per_code = spy
+    try:
+        for seed in (0, 1):
+            summary = prior.fit(priors.CodeSet(val.codes, K), val, seed=seed,
+                                progress=NullProgress())
+    finally:
+        type(prior).mean_nats_per_code = original
+    assert summary["val_grids"] == 6 and len(scored) == 2 * prior.config.epochs
+    assert all(torch.equal(s, sub.codes) for s in scored)  # every epoch, every seed
+    assert "val_grids" not in cache_key_fields(make("maskgit").config)  # old fits stay found
+    assert cache_key_fields(prior.config)["val_grids"] == 6
+    with pytest.raises(Exception, match="val_grids"):
+        make("maskgit", val_grids=-1)
+
+
 def test_gated_vertical_residual_variant_caches_exactly():
     prior = make("gated-pixelcnn", num_classes=2, vertical_residual=True, n_layers=3)
     codes = torch.randint(0, K, (2, *GRID), generator=torch.Generator().manual_seed(0))
