@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image
 
 from bench.data.base import SPLITS, ImageDataset, Split, class_counts
+from bench.metrics.distribution import sq_dists
 
 PERCENTILES = (1, 5, 50, 95, 99)
 TWIN_SIDE = 16  # twins are looked for on slices averaged down to 16x16
@@ -104,14 +105,12 @@ def nearest_rms(queries: np.ndarray, refs: np.ndarray, *,
     that row's index (exclude_self: queries ARE refs, and a row's own distance does not count)."""
     best, index = np.full(len(queries), np.inf), np.zeros(len(queries), np.int64)
     r = refs.astype(np.float64)
-    r2 = (r * r).sum(1)
     for start in range(0, len(queries), 256):
-        q = queries[start:start + 256].astype(np.float64)
-        d2 = (q * q).sum(1)[:, None] + r2[None, :] - 2 * q @ r.T
+        d2 = sq_dists(queries[start:start + 256].astype(np.float64), r)
         if exclude_self:
-            d2[np.arange(len(q)), np.arange(start, start + len(q))] = np.inf
-        index[start:start + len(q)] = d2.argmin(1)
-        best[start:start + len(q)] = np.maximum(d2.min(1), 0.0)
+            d2[np.arange(len(d2)), np.arange(start, start + len(d2))] = np.inf
+        index[start:start + len(d2)] = d2.argmin(1)
+        best[start:start + len(d2)] = d2.min(1)
     return np.sqrt(best / max(queries.shape[1], 1)), index
 
 
@@ -157,7 +156,7 @@ def find_twins(ds: ImageDataset, rms: float = TWIN_RMS) -> list[Twins]:
         subjects = np.asarray(ds.splits[name].subjects).astype(str)
         slices = int(np.isin(subjects, names[best < rms]).sum())
         twins, above = int((best < rms).sum()), best[np.isfinite(best) & (best >= rms)]
-        out.append(Twins(name, len(set(subjects.tolist())), len(names), twins, slices,
+        out.append(Twins(name, len(np.unique(subjects)), len(names), twins, slices,
                          float(np.median(best)) if np.isfinite(best).any() else float("nan"),
                          float(above.min()) if len(above) else float("nan")))
     return out

@@ -79,7 +79,7 @@ def kid(a: np.ndarray | Tensor, b: np.ndarray | Tensor, *, n_subsets: int = 100,
     return float(np.mean(mmd)), float(np.std(mmd))
 
 
-def _sq_dists(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+def sq_dists(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """(len(x), len(y)) squared Euclidean distances."""
     d = (x**2).sum(1)[:, None] + (y**2).sum(1)[None] - 2 * x @ y.T
     return np.maximum(d, 0)
@@ -89,14 +89,14 @@ def _knn_radii(x: np.ndarray, k: int, chunk: int) -> np.ndarray:
     """Squared distance from each row of x to its k-th nearest other row."""
     out = np.empty(len(x))
     for i in range(0, len(x), chunk):
-        d = _sq_dists(x[i:i + chunk], x)
+        d = sq_dists(x[i:i + chunk], x)
         out[i:i + chunk] = np.partition(d, k, axis=1)[:, k]  # column 0 is the point itself
     return out
 
 
 def _coverage(manifold: np.ndarray, radii: np.ndarray, probes: np.ndarray, chunk: int) -> float:
     """Share of probes inside at least one k-NN ball of the manifold points."""
-    inside = [(_sq_dists(probes[i:i + chunk], manifold) <= radii[None]).any(1)
+    inside = [(sq_dists(probes[i:i + chunk], manifold) <= radii[None]).any(1)
               for i in range(0, len(probes), chunk)]
     return float(np.concatenate(inside).mean())
 
