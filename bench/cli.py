@@ -66,7 +66,12 @@ def run(
     condition: str = typer.Option("none", help="none | label (class-conditional priors)."),
     n_samples: int = typer.Option(0, help="Samples to score (0 = the preset's)."),
     skip_bad: bool = typer.Option(False, help="Skip unusable or misnamed files, named in a note, instead of failing."),
-    force: bool = typer.Option(False, help="Recompute and overwrite an identical finished run."),
+    force: bool = typer.Option(False, help="Rebuild every stage (data cache, backbone, export, "
+                                           "fit, run) and overwrite the finished run."),
+    force_from: Optional[str] = typer.Option(None, help="Rebuild this stage and the later ones, "
+                                             "reusing the earlier: data | backbone | export | "
+                                             "fit | run (run: sample and score the stored fit "
+                                             "again)."),
     threads: int = typer.Option(0, help="torch intra-op CPU threads (0 = torch's default)."),
     checkpoint_every: float = typer.Option(60.0, help="Seconds between training checkpoints "
                                                       "(a killed run resumes from the last one)."),
@@ -79,7 +84,8 @@ def run(
     set_threads(threads)
     cfg = RunConfig(prior=prior, dataset=dataset, preset=preset, seed=seed, device=device,
                     out=out, extractor=extractor, fid_weights=fid_weights,
-                    condition=condition, n_samples=n_samples, force=force, skip_bad=skip_bad,
+                    condition=condition, n_samples=n_samples, force=force, force_from=force_from,
+                    skip_bad=skip_bad,
                     checkpoint_every_s=checkpoint_every, precision=precision,
                     ddp_timeout_s=ddp_timeout)
     for result in run_seeds(cfg, parse_seeds(seeds, seed)):

@@ -263,7 +263,7 @@ def reference_row(run: FinishedRun, other: Other, model: VQVAE, ctx: ScoringCont
             "device": device_name(sc.device)}
         records.writer(record, {"samples/codes": codes})(directory)
 
-    return sc.build(art, build, records.read)[0]
+    return sc.build(art, build, records.read, stage="export")[0]
 
 
 def rescored_row(run: FinishedRun, other: Other, model: VQVAE, ctx: ScoringContext,
@@ -287,7 +287,7 @@ def rescored_row(run: FinishedRun, other: Other, model: VQVAE, ctx: ScoringConte
         kept = {"samples/codes": codes} | ({} if labels is None else {"samples/labels": labels})
         records.writer(record, kept)(directory)
 
-    return sc.build(art, build, records.read)
+    return sc.build(art, build, records.read, stage="run")
 
 
 def score_run(cfg: ScoreConfig, *, progress: RichProgress | None = None) -> RunResult:

@@ -29,7 +29,7 @@ from bench.progress import RichProgress, err_console
 from bench.sampling import code_set, measure_bits, sample_labels, sample_prior
 from bench.scoring import (REAL_SIDE, SampleSet, ScoringContext, make_context, score_codes,
                            score_samples, subject_halves)
-from bench.stages import (StageContext, backbone_scores, check_precision, data_twins,
+from bench.stages import (STAGES, StageContext, backbone_scores, check_precision, data_twins,
                           precision_keyed, stage_backbone, stage_data, stage_export,
                           stage_extractor)
 from bench.store import (Artefact, Store, load_tensors, read_json, save_tensors,
@@ -57,7 +57,8 @@ class RunConfig:
     fid_weights: Path | None = None  # Inception weights file for extractor "inception"
     condition: str = "none"  # none | label (class-conditional priors on labelled data)
     n_samples: int = 0  # samples to score; 0 = the preset's
-    force: bool = False  # recompute and overwrite a finished run with the same id
+    force: bool = False  # rebuild every stage (each once per command), the finished run too
+    force_from: str | None = None  # rebuild this stage (bench.stages.STAGES) and every later one
     skip_bad: bool = False  # skip unusable or misnamed files, named in a note
     checkpoint_every_s: float = 60.0  # seconds between training checkpoints (0: every step)
     precision: str | None = None  # fp32 | bf16 | auto, backbone and prior; None: the preset's
@@ -70,6 +71,12 @@ class RunConfig:
                              f"{', '.join(CONDITIONS)}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise BenchError(f"unknown --device {self.device!r}; available: auto, cpu, cuda")
+        if self.force_from is not None and self.force_from not in STAGES:
+            raise BenchError(f"unknown --force-from {self.force_from!r}; available: "
+                             f"{', '.join(STAGES)} (each rebuilds that stage and the later ones)")
+        if self.force and self.force_from is not None:
+            raise BenchError(f"give --force (every stage) or --force-from {self.force_from}, "
+                             f"not both")
         if self.n_samples < 0:
             raise BenchError(f"--n-samples must be >= 0, got {self.n_samples}")
         if self.precision is not None and self.precision not in PRECISIONS:
@@ -200,7 +207,7 @@ def ceiling_rows(cfg: RunConfig, shared: Shared, ctx: ScoringContext, rest: np.n
                 "device": device_name(sc.device)}
             records.writer(record, {"samples/codes": codes})(directory)
 
-        record, _ = sc.build(art, build, records.read)
+        record, _ = sc.build(art, build, records.read, stage="export")
         rows.append(record)
     warn_if_splits_differ(rows[0], rows[1], ctx.extractor.name)
     return tuple(rows)
@@ -334,7 +341,7 @@ def scoring_context(cfg: RunConfig, shared: Shared, extractor: FeatureExtractor,
                         shared.ds.label_names if cfg.condition == "label" else (),
                         n=n, seed=cfg.backbone_seed, subjects=test.subjects,
                         strata=test.labels, backbone=shared.model, store=sc.store,
-                        force=sc.force_for(f"threshold|{shared.export.export_hash}|{n}"),
+                        force=sc.force_for(f"threshold|{shared.export.export_hash}|{n}", "export"),
                         device=sc.device)
 
 
@@ -356,7 +363,7 @@ def run_benchmark(cfg: RunConfig, *, progress: RichProgress | None = None,
     extractor = stage_extractor(cfg.extractor, shared.ds, seed=cfg.backbone_seed,
                                 preset=preset.base, weights_path=cfg.fid_weights, sc=sc)
     art = run_artefact(cfg, preset, prior, shared.export, extractor.id, n)
-    cached = sc.store.exists(art) and not (cfg.force and art.key not in sc.rebuilt)
+    cached = sc.store.exists(art) and not (sc.forcing("run") and art.key not in sc.rebuilt)
     sc.ranks.share(lambda: (art, cached), tag="run")  # the others fit and sample with rank 0, or not
     if cached:
         record = sc.store.read(art, records.read)
@@ -374,7 +381,7 @@ def run_benchmark(cfg: RunConfig, *, progress: RichProgress | None = None,
         records.writer(record | base | {"run_id": art.name, "artefacts": base["artefacts"]
                                         | {"fit": fitted["artefact"]}}, tensors)(directory)
 
-    record, built = sc.build(art, build, records.read, collective=True)
+    record, built = sc.build(art, build, records.read, stage="run", collective=True)
     return RunResult(record, sc.store.dir(art), cached=not built, ceilings=ceilings)
 
 
@@ -391,7 +398,7 @@ def follow_run(cfg: RunConfig, preset: Preset, prior: Prior, shared: Shared, n: 
         sample_prior(prior, n, seed=cfg.seed, ranks=sc.ranks,
                      labels=sample_labels(n, shared.export, cfg.condition == "label"))
 
-    record, _ = sc.build(art, build, records.read, collective=True)
+    record, _ = sc.build(art, build, records.read, stage="run", collective=True)
     return RunResult(record, sc.store.dir(art), cached=False)
 
 
@@ -427,7 +434,7 @@ def stage_context(cfg: RunConfig, progress: RichProgress | None, ranks: Ranks) -
     if progress is None or not ranks.lead:
         progress = RichProgress(enabled=ranks.lead)
     return StageContext(store=store, device=ranks.place(resolve_device(cfg.device)),
-                        progress=progress, force=cfg.force,
+                        progress=progress, force=cfg.force, force_from=cfg.force_from,
                         checkpoint_every_s=cfg.checkpoint_every_s, ranks=ranks)
 
 
@@ -502,7 +509,7 @@ def stage_fit(cfg: RunConfig, preset: Preset, prior: Prior, export: CodeExport,
                                 f"({' '.join(str(e).split())[:200]})") from None
         return fitted | {"artefact": f"{art.kind}/{art.name}"}
 
-    fitted, built = sc.build(art, build, load, collective=True)
+    fitted, built = sc.build(art, build, load, stage="fit", collective=True)
     if not built and sc.ranks.lead:
         err_console.print(f"{cfg.prior}: fitted prior found at {sc.store.dir(art)}")
     return fitted

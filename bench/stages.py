@@ -27,6 +27,13 @@ from vqvae import (VQVAE, CheckpointError, CodeExport, TrainConfig, decode_codes
 from vqvae.train import resolve_precision, to_float
 
 
+# The stages `--force-from` names, in build order: each stage's artefacts depend only on those of
+# earlier stages (data: the decoded cache, twins and the feature extractor; backbone: its weights
+# and reconstruction scores; export: the codes, the memorisation threshold and the ceiling rows;
+# fit: the prior's weights and test bits/code; run: its samples, scores and record).
+STAGES = ("data", "backbone", "export", "fit", "run")
+
+
 @dataclasses.dataclass
 class StageContext:
     """What every stage of one process shares: the store, the device, progress, and which
@@ -37,7 +44,8 @@ class StageContext:
     store: Store
     device: torch.device
     progress: RichProgress
-    force: bool = False
+    force: bool = False  # rebuild every stage (`--force`)
+    force_from: str | None = None  # rebuild this stage of STAGES and every later one
     checkpoint_every_s: float = 60.0  # training checkpoints: seconds apart (0: every step)
     rebuilt: set[str] = dataclasses.field(default_factory=set)
     ranks: Ranks = Ranks()  # torchrun's ranks of this run (one process: Ranks())
@@ -45,12 +53,18 @@ class StageContext:
     def checkpoint(self, art: Artefact, name: str = "checkpoint"):
         return self.store.checkpoint(art, every_s=self.checkpoint_every_s, name=name)
 
+    def forcing(self, stage: str) -> bool:
+        """Whether `--force` / `--force-from` asks to rebuild `stage` (one of STAGES)."""
+        return self.force or (self.force_from is not None
+                              and STAGES.index(stage) >= STAGES.index(self.force_from))
+
     def build(self, art: Artefact, build: Callable[[Path], None], load: Callable[[Path], Any], *,
-              collective: bool = False):
-        """`art` from the store, built first if needed. Under torchrun rank 0 builds and
-        commits, then the others read it; a `collective` build (training in DDP) runs on every
-        rank, the others' output going to a scratch folder that is thrown away."""
-        force = self.force and art.key not in self.rebuilt
+              stage: str, collective: bool = False):
+        """`art` (made by `stage`, one of STAGES) from the store, built first if needed. Under
+        torchrun rank 0 builds and commits, then the others read it; a `collective` build
+        (training in DDP) runs on every rank, the others' output going to a scratch folder that
+        is thrown away."""
+        force = self.forcing(stage) and art.key not in self.rebuilt
         if collective and self.ranks.world > 1:
             # rank 0 decides for all; building then means building even if another process
             # commits the same artefact meanwhile (the ranks have started training together)
@@ -70,16 +84,17 @@ class StageContext:
         process: the same); `rebuilt` stays shared."""
         return dataclasses.replace(self, ranks=Ranks())
 
-    def force_for(self, stage: str) -> bool:
-        """Whether a stage that builds through another module (named by `stage`, unique per
-        input) must rebuild now: the first time in this process under `--force`."""
-        force = self.force and stage not in self.rebuilt
-        self.rebuilt.add(stage)
+    def force_for(self, what: str, stage: str) -> bool:
+        """Whether an artefact of `stage` that builds through another module (named by `what`,
+        unique per input) must rebuild now: the first time in this process that `--force` /
+        `--force-from` asks for it."""
+        force = self.forcing(stage) and what not in self.rebuilt
+        self.rebuilt.add(what)
         return force
 
 
 def stage_data(spec: str, data_cfg: DataConfig, sc: StageContext) -> ImageDataset:
-    force = sc.force_for(f"data|{spec}|{data_cfg}")
+    force = sc.force_for(f"data|{spec}|{data_cfg}", "data")
     ds = sc.ranks.lead_first(lambda: load_dataset(spec, data_cfg, store=sc.store, force=force,
                                                   progress=sc.progress), tag=f"data {spec}")
     for note in ds.notes:
@@ -162,7 +177,8 @@ def stage_backbone(preset: Preset, ds: ImageDataset, seed: int,
         digest = save_backbone(model.cpu(), directory, meta)
         err_console.print(f"backbone: trained in {summary['train_wall_s']:.0f}s ({digest[:12]})")
 
-    (model, record), built = sc.build(art, build, _load_backbone, collective=True)
+    (model, record), built = sc.build(art, build, _load_backbone, stage="backbone",
+                                      collective=True)
     if not built:
         err_console.print(f"backbone: cached {sc.store.dir(art)} ({record['hash'][:12]})")
     return model, record, art
@@ -209,7 +225,7 @@ def stage_export(ds: ImageDataset, model: VQVAE, record: dict[str, Any],
         except CheckpointError as e:
             raise ArtefactError(f"{e}; run the same command again with --force") from None
 
-    export, _ = sc.build(art, build, load)
+    export, _ = sc.build(art, build, load, stage="export")
     return export, art
 
 
@@ -228,7 +244,7 @@ def data_twins(ds: ImageDataset, sc: StageContext) -> dict[str, int]:
         # a read-only store outside torchrun (scripts on a folder of older runs): not kept
         twins = find_twins(ds)
     else:
-        stored, _ = sc.build(art, build, lambda d: read_json(d / "twins.json"))
+        stored, _ = sc.build(art, build, lambda d: read_json(d / "twins.json"), stage="data")
         twins = [Twins(**t) for t in stored["splits"]]
     if sc.ranks.lead:
         for note in twin_notes(twins):
@@ -259,7 +275,7 @@ def backbone_scores(model: VQVAE, ds: ImageDataset, export: CodeExport,
                                                                int(out["test_distinct_codes"]))
         write_json_atomic(directory / "scores.json", out)
 
-    scores, _ = sc.build(art, build, lambda d: read_json(d / "scores.json"))
+    scores, _ = sc.build(art, build, lambda d: read_json(d / "scores.json"), stage="backbone")
     if scores.get("degenerate"):
         err_console.print(f"[red]warning:[/] the backbone's reconstructions are degenerate "
                           f"({scores['degenerate']}): every score of this setting compares "
@@ -274,4 +290,4 @@ def stage_extractor(name: str, ds: ImageDataset, *, seed: int, preset: str,
     return build_extractor(name, train_images=np.asarray(ds.splits["train"].images),
                            store=sc.store, device=sc.device, seed=seed, preset=preset,
                            progress=sc.progress, weights_path=weights_path,
-                           force=sc.force_for(stage))
+                           force=sc.force_for(stage, "data"))

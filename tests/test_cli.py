@@ -217,6 +217,47 @@ def test_bad_seeds(tmp_path, args, message):
     assert_user_error(bench("run", *args, "--out", str(tmp_path)), message)
 
 
+def test_bad_force_from(tmp_path):
+    assert_user_error(bench("run", "--force-from", "samples", "--out", str(tmp_path)),
+                      "unknown --force-from 'samples'", "data, backbone, export, fit, run")
+    assert_user_error(bench("run", "--force", "--force-from", "fit", "--out", str(tmp_path)),
+                      "give --force (every stage) or --force-from fit, not both")
+
+
+def _builds(out: Path) -> dict[str, int]:
+    """Each finished artefact of a results folder, by kind/name: its manifest's inode (a rebuild
+    commits a new folder, so a new inode while the old one is moved aside)."""
+    return {f"{m.parent.parent.name}/{m.parent.name}": m.stat().st_ino
+            for m in out.glob("*/*/MANIFEST.json")}
+
+
+def test_force_from_rebuilds_that_stage_and_the_later_ones_only(results, tmp_path):
+    import shutil
+    out = tmp_path / "copy"
+    shutil.copytree(results, out)
+    args = ("run", "--prior", "pixelcnn", "--preset", "tiny", "--out", str(out))
+    first = json.loads(next(out.glob("runs/pixelcnn-*/record.json")).read_text())
+    before = _builds(out)
+    fit = bench(*args, "--force-from", "fit")
+    assert fit.exit_code == 0, fit.output
+    after = _builds(out)
+    changed = {k for k in before if after.get(k) != before[k]}
+    assert after.keys() == before.keys()  # nothing new: the same artefacts, some rebuilt
+    assert {k.split("/")[0] for k in changed} == {"fits", "runs"}
+    assert {k.split("/")[1].split("-")[0] for k in changed} == {"pixelcnn"}  # not the ceiling
+    # rows, the uniform run, the backbone, export, extractor or data cache
+    again = json.loads(next(out.glob("runs/pixelcnn-*/record.json")).read_text())
+    timing = {"fit_s", "samples_per_s"}
+    assert ({k: v for k, v in again["scores"].items() if k not in timing}
+            == {k: v for k, v in first["scores"].items() if k not in timing})  # refitted on the
+    # CPU: the same weights and scores
+    run = bench(*args, "--force-from", "run")
+    assert run.exit_code == 0, run.output
+    last = _builds(out)
+    assert {k for k in after if last[k] != after[k]} == {k for k in changed if k.startswith("runs/")}
+    assert "fitted prior found" in run.stderr  # sampled and scored again from the stored fit
+
+
 def test_unwritable_output_folder(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
