@@ -25,13 +25,11 @@ from bench.timing import timed
 from vqvae import decode_codes
 
 sys.path.insert(0, str(Path(__file__).parent))
-from cached_setting import CPU, cached_setting, precision_arg  # noqa: E402
+from cached_setting import CPU, cached_setting, script_args  # noqa: E402
 
 
 def main() -> None:
-    argv, precision = precision_arg(sys.argv[1:])
-    if len(argv) != 4:
-        sys.exit(__doc__.split("\n\n")[1])
+    argv, precision = script_args(__doc__, 4, 4)
     out, spec, preset_name, prior_name = argv
     base, sc, shared, extractor = cached_setting(out, spec, preset_name, precision)
     cfg = dataclasses.replace(base, prior=prior_name)

@@ -2,6 +2,7 @@
 that take a stored setting apart (fd_terms.py, real_side.py). The store is opened read-only:
 a stage that is not cached is an error, never built here. Run `bench run` first, with the same
 --precision (the scripts take `--precision P` as their last two arguments)."""
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,15 @@ def precision_arg(argv: list[str]) -> tuple[list[str], str | None]:
     if len(argv) >= 2 and argv[-2] == "--precision":
         return argv[:-2], argv[-1]
     return argv, None
+
+
+def script_args(doc: str, fewest: int, most: int | None = None) -> tuple[list[str], str | None]:
+    """A script's arguments without a trailing `--precision P`, and P; exits with the usage
+    line of its docstring (its second paragraph) unless it got fewest..most of them."""
+    argv, precision = precision_arg(sys.argv[1:])
+    if len(argv) < fewest or (most is not None and len(argv) > most):
+        sys.exit(doc.split("\n\n")[1])
+    return argv, precision
 
 
 def cached_setting(out: str, spec: str, preset_name: str, precision: str | None = None):

@@ -18,13 +18,11 @@ from bench.sampling import bits_per_code_on, code_set
 from priors import CodeSet
 
 sys.path.insert(0, str(Path(__file__).parent))
-from cached_setting import cached_setting, fit_config, precision_arg  # noqa: E402
+from cached_setting import cached_setting, fit_config, script_args  # noqa: E402
 
 
 def main() -> None:
-    argv, backbone_precision = precision_arg(sys.argv[1:])
-    if len(argv) not in (5, 6):
-        sys.exit(__doc__.split("\n\n")[1])
+    argv, backbone_precision = script_args(__doc__, 5, 6)
     out, spec, preset_name, prior_name, steps = argv[:5]
     cfg, sc, shared, _ = cached_setting(out, spec, preset_name, backbone_precision)
     cls, export = priors.get_prior(prior_name), shared.export

@@ -25,7 +25,7 @@ from bench.sampling import sample_prior
 from vqvae import decode_codes
 
 sys.path.insert(0, str(Path(__file__).parent))
-from cached_setting import CPU, cached_setting, fit_config, precision_arg  # noqa: E402
+from cached_setting import CPU, cached_setting, fit_config, script_args  # noqa: E402
 
 
 def parse_variant(text: str) -> dict:
@@ -44,9 +44,7 @@ def parse_variant(text: str) -> dict:
 
 
 def main() -> None:
-    argv, precision = precision_arg(sys.argv[1:])
-    if len(argv) < 5:
-        sys.exit(__doc__.split("\n\n")[1])
+    argv, precision = script_args(__doc__, 5)
     out, spec, preset_name, prior_name, *variants = argv
     cfg, sc, shared, extractor = cached_setting(out, spec, preset_name, precision)
     cls = priors.get_prior(prior_name)

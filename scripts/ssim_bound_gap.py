@@ -29,7 +29,7 @@ from bench.run import n_scored, scoring_context
 from vqvae.train import decode_codes
 
 sys.path.insert(0, str(Path(__file__).parent))
-from cached_setting import CPU, cached_setting, precision_arg  # noqa: E402
+from cached_setting import CPU, cached_setting, script_args  # noqa: E402
 
 RANKS = (5, 10, 20, 40, 80)
 
@@ -63,9 +63,7 @@ def split_bound(wq, vq, wr, vr, basis) -> torch.Tensor:
 
 
 def main() -> None:
-    argv, precision = precision_arg(sys.argv[1:])
-    if len(argv) not in (4, 5, 6):
-        sys.exit(__doc__.split("\n\n")[1])
+    argv, precision = script_args(__doc__, 4, 6)
     out, spec, preset, run_id = argv[:4]
     n_q = int(argv[4]) if len(argv) > 4 else 10
     n_r = int(argv[5]) if len(argv) > 5 else 100

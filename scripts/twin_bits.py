@@ -22,7 +22,7 @@ from bench.sampling import bits_per_code_on
 from priors import CodeSet
 
 sys.path.insert(0, str(Path(__file__).parent))
-from cached_setting import CPU, cached_setting, precision_arg  # noqa: E402
+from cached_setting import CPU, cached_setting, script_args  # noqa: E402
 
 OTHERS = 30  # subjects of each split drawn for comparison
 
@@ -32,9 +32,7 @@ def grids_of(subjects: np.ndarray, chosen: set[str]) -> np.ndarray:
 
 
 def main() -> None:
-    argv, precision = precision_arg(sys.argv[1:])
-    if len(argv) not in (4, 5):
-        sys.exit(__doc__.split("\n\n")[1])
+    argv, precision = script_args(__doc__, 4, 5)
     out, spec, preset_name, prior_name = argv[:4]
     base, sc, shared, _ = cached_setting(out, spec, preset_name, precision)
     cfg = dataclasses.replace(base, prior=prior_name, seed=int(argv[4]) if len(argv) == 5 else 0)
