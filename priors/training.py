@@ -48,6 +48,7 @@ class FitLoop:
         self.checkpoint = checkpoint if self.rank == 0 else NullCheckpoint()
         self.progress = progress
         self.step, self.history, self.clock = 0, [], Stopwatch()
+        self.within = False  # restored from a save inside a step's epoch end (`save_within_step`)
         self.parts: dict[str, Any] = {}
         self.extra: dict[str, Any] = {}
 
@@ -74,6 +75,7 @@ class FitLoop:
         if self.device.type == "cuda":
             torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
         self.step, self.history = state["step"], state["history"]
+        self.within = bool(state.get("within_step", False))
         self.clock = Stopwatch(state["wall_s"], state.get("cpu_s"),  # older ones lack cpu_s,
                                state.get("core_s"))  # core_s
         self.extra.update(state["extra"])
@@ -97,6 +99,21 @@ class FitLoop:
             self.step += 1
             if self.checkpoint.due(self.step) or self.step == self.total:
                 self.checkpoint.save(self.state())
+
+    def save_within_step(self) -> None:
+        """Inside the current step, after its update, while its epoch end runs (NetPrior: the
+        val pass, one batch at a time): save the state when the checkpoint is due, with what
+        `extra` holds of the epoch end so far. The update and the data order are done and the
+        epoch end draws no random numbers, so a resumed fit skips the update
+        (`update_done`) and finishes the epoch end from `extra`, bitwise as if never killed."""
+        if self.checkpoint.due(self.step + 1):
+            self.checkpoint.save(self.state() | {"within_step": True})
+
+    def update_done(self) -> bool:
+        """Whether this step's update was done before the kill it resumes from (true once, for
+        the first step after a resume from `save_within_step`): only its epoch end is left."""
+        done, self.within = self.within, False
+        return done
 
     def batch(self, step: int) -> Shard:
         rows = self.order.batch(step)

@@ -63,11 +63,11 @@ def train_all(resume: bool = False, blob: bytes | None = None) -> dict:
     return out
 
 
-def worker(rank: int, port: int, out_dir: str, resume_from: bytes) -> None:
-    """One rank of the gloo group: `train_all`, results to `out_dir`/rank{rank}.pt."""
+def worker(rank: int, out_dir: str, resume_from: bytes) -> None:
+    """One rank of the gloo group: `train_all`, results to `out_dir`/rank{rank}.pt. The ranks
+    meet through a file in `out_dir` (no port to pick that another process could take)."""
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                            world_size=WORLD)
+    dist.init_process_group("gloo", init_method=rendezvous(out_dir), rank=rank, world_size=WORLD)
     try:
         result = train_all(True, resume_from if rank == 0 else None)  # rank 1 finds none
         try:
@@ -77,6 +77,11 @@ def worker(rank: int, port: int, out_dir: str, resume_from: bytes) -> None:
         torch.save(result, Path(out_dir) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
+
+
+def rendezvous(folder: str) -> str:
+    """init_method of a gloo group whose ranks meet through a file (a fresh folder per group)."""
+    return (Path(folder) / "rendezvous").resolve().as_uri()
 
 
 def free_port() -> int:
@@ -89,7 +94,7 @@ def free_port() -> int:
 def one_and_two(tmp_path_factory):
     single = train_all()
     out = tmp_path_factory.mktemp("ddp")
-    mp.spawn(worker, args=(free_port(), str(out), single["pixelcnn"]["kept"]), nprocs=WORLD)
+    mp.spawn(worker, args=(str(out), single["pixelcnn"]["kept"]), nprocs=WORLD)
     ranks = [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
     return single, ranks
 

@@ -3,6 +3,8 @@ with bitwise the same weights as an uninterrupted run (CPU), for every trained a
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -14,6 +16,7 @@ from bench.sampling import measure_bits
 from bench.extractors.mri import train_encoder
 from priors import CodeSet, accepts_checkpoint, get_prior
 from priors.base import epoch_count
+from priors.netprior import NetPrior
 from vqvae import VQVAE, TrainConfig, VQVAEConfig, train_vqvae
 from tests.resumable import (Killed, MemoryCheckpoint, Recorder, assert_same_tensors,
                              interrupted_then_resumed)
@@ -110,6 +113,59 @@ def test_prior_resumed_after_any_step_is_bitwise_uninterrupted(name, kill_after_
 def test_prior_redoes_the_steps_after_its_last_checkpoint(name, kill_at, reference_fits):
     check_resume(lambda c, p: fit_prior(name, c, p), MemoryCheckpoint(every=2, kill_at=kill_at),
                  reference_fits[name])
+
+
+# -- a val pass killed part way -----------------------------------------------------------
+
+NET_PRIORS = [n for n in TRAINED_PRIORS if issubclass(get_prior(n), NetPrior)]
+VAL_SAVES = 10  # 2 epochs of 3 steps, each epoch end 3 val batches: 6 step saves, 4 within
+
+
+def fit_val_batches(name: str, checkpoint, progress, calls: list[int] | None = None):
+    """`fit_prior` with 2 val grids per batch, so each epoch end scores val in 3 batches."""
+    cls = get_prior(name)
+    prior = cls(dataclasses.replace(cls.preset("tiny"), eval_batch_size=2), num_codes=K,
+                grid=GRID, num_classes=3 if cls.conditional else 0,
+                codebook=torch.randn(K, 4, generator=torch.Generator().manual_seed(0)))
+    if calls is not None:
+        log_prob = prior.log_prob
+        prior.log_prob = lambda c, lab=None: calls.append(len(c)) or log_prob(c, lab)
+    summary = prior.fit(codes(20, 0), codes(6, 1), seed=3, progress=progress,
+                        checkpoint=checkpoint)
+    return prior.state_dict(), summary
+
+
+@pytest.fixture(scope="module")
+def reference_val_batches():
+    out = {}
+    for name in NET_PRIORS:
+        progress = Recorder()
+        out[name] = (*fit_val_batches(name, MemoryCheckpoint(every=STEPS + 1), progress),
+                     progress)
+    return out
+
+
+@pytest.mark.parametrize("kill_after_saves", range(1, VAL_SAVES + 1))
+@pytest.mark.parametrize("name", ["transformer", "maskgit"])
+def test_prior_killed_in_a_val_pass_resumes_it_bitwise(name, kill_after_saves,
+                                                       reference_val_batches):
+    check_resume(lambda c, p: fit_val_batches(name, c, p),
+                 MemoryCheckpoint(every=1, kill_after_saves=kill_after_saves),
+                 reference_val_batches[name])
+
+
+@pytest.mark.parametrize("name", NET_PRIORS)
+def test_a_resumed_val_pass_scores_only_the_batches_left(name):
+    checkpoint = MemoryCheckpoint(every=1, kill_after_saves=3)  # steps 1, 2, then val batch 1
+    with pytest.raises(Killed):
+        fit_val_batches(name, checkpoint, Recorder())
+    assert checkpoint.saved_steps == [1, 2, 2]  # the third: inside step 3, its update done
+    calls: list[int] = []
+    fit_val_batches(name, checkpoint.revive(), Recorder(), calls)
+    assert calls == [2, 2] + [2, 2, 2]  # epoch 1's last two batches, then epoch 2's three
+    uninterrupted: list[int] = []
+    fit_val_batches(name, MemoryCheckpoint(every=STEPS + 1), Recorder(), uninterrupted)
+    assert uninterrupted == [2] * 6
 
 
 # -- the backbone ---------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from bench.errors import BenchError
 from bench.run import RunConfig, curve_name, device_name
 from bench.sampling import chunk_seed, sample_prior
 from bench.torchrun import Ranks, check_batches, session, torchrun_env
-from tests.test_distributed import free_port
+from tests.test_distributed import free_port, rendezvous
 
 needs_gloo = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
                                 reason="torch.distributed with gloo is not available")
@@ -137,10 +137,9 @@ def test_each_batch_of_samples_has_its_own_generator():
     assert chunk_seed(5, 0) == 5 and chunk_seed(4, 1) != chunk_seed(5, 0)
 
 
-def sample_worker(rank: int, world: int, port: int, out_dir: str) -> None:
+def sample_worker(rank: int, world: int, out_dir: str) -> None:
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                            world_size=world)
+    dist.init_process_group("gloo", init_method=rendezvous(out_dir), rank=rank, world_size=world)
     try:
         codes = sample_prior(tiny_prior(), 10, seed=5, labels=None, batch=4,
                              ranks=Ranks(rank=rank, world=world))
@@ -152,7 +151,7 @@ def sample_worker(rank: int, world: int, port: int, out_dir: str) -> None:
 @needs_gloo
 @pytest.mark.parametrize("world", [2, 3])  # 3 batches of samples: 2 + 1 and 1 + 1 + 1
 def test_ranks_sample_the_grids_of_one_process(world, tmp_path):
-    mp.spawn(sample_worker, args=(world, free_port(), str(tmp_path)), nprocs=world)
+    mp.spawn(sample_worker, args=(world, str(tmp_path)), nprocs=world)
     got = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True)["codes"] for r in range(world)]
     assert torch.equal(got[0], sample_prior(tiny_prior(), 10, seed=5, labels=None, batch=4))
     assert all(codes is None for codes in got[1:])
