@@ -25,7 +25,7 @@ def perf(
                                              "full (GPU) | path/to/preset.toml"),
     sections: str = typer.Option("backbone,precision,sampling,data,features,scoring",
                                  help="Comma-separated: backbone,precision,sampling,data,"
-                                      "features,peer,scoring"),
+                                      "features,peer,scoring,bits"),
     dataset: str = typer.Option("mni", help="Dataset spec for loading, backbone, features, peer."),
     peer: Optional[str] = typer.Option(None, help="Race our backbone against a peer: monai "
                                        "(adds the peer section)."),
@@ -184,8 +184,21 @@ def _precision(p: dict[str, Any], title: str) -> Table:
                    for name, c in p["contenders"].items()])
 
 
+def _bits(b: dict[str, Any], title: str) -> Table:
+    """Per prior and precision: the test split's seconds at the measured rate and at the matmul
+    peak (the floor), the rate's share of that peak."""
+    n = b["test_grids"]
+    title += f" · {b['grid']}x{b['grid']} grids, K = {b['num_codes']}, {b['grids_timed']} grids timed"
+    return _table(title, ["test bits/code", "parameters", "GFLOP/grid", "grids/s",
+                          f"s for {n} test grids", "floor s (at matmul peak)", "share of peak"],
+                  [[f"{r['prior']} ({p})", r["n_parameters"], r["flops_per_grid"] / 1e9,
+                    r[f"{p}_grids_per_s"], r[f"{p}_test_s"], r[f"{p}_floor_s"],
+                    r[f"share_of_{p}_matmul_peak"]]
+                   for r in b["priors"] for p in b["matmul_peak"]])
+
+
 PRINTERS = {"backbone": _backbone, "precision": _precision, "sampling": _sampling, "data": _data,
-            "features": _features, "peer": _peer, "scoring": _scoring}
+            "features": _features, "peer": _peer, "scoring": _scoring, "bits": _bits}
 
 perf_app = typer.Typer(help="Machine-use numbers of the benchmark.", add_completion=False,
                        pretty_exceptions_enable=False)

@@ -13,6 +13,9 @@ Sections (each a dict in the report, all times wall clock on one device, in one 
             priors (`bench.perf_precision`)
   scoring   nearest-SSIM scores of a run (memorisation threshold and share, NN-SSIM): the
             bounded exact search against scoring every pair (`bench.perf_scoring`)
+  bits      the test bits/code after a fit, per network prior with a likelihood: FLOPs per grid,
+            grids/s in fp32 (and bf16), the seconds for the dataset's test split at that rate
+            and at the matmul peak (`bench.perf_bits`)
 The machine load average is recorded around every section: timings on a shared box are noisy.
 """
 
@@ -35,6 +38,7 @@ import priors
 from bench.data import DataConfig, ImageDataset, load_dataset
 from bench.extractors import build_extractor
 from bench.peers import PEERS, peer_module, race_peer
+from bench.perf_bits import measure_test_bits, with_floors
 from bench.perf_precision import check_prior_names, measure_precision
 from bench.perf_scoring import measure_scoring
 from bench.presets import Preset, get_preset
@@ -50,7 +54,7 @@ from bench.store import write_json_atomic
 from trainkit import native_bf16_cpu
 from vqvae.train import to_float
 
-SECTIONS = ("backbone", "sampling", "data", "features", "peer", "scoring", "precision")
+SECTIONS = ("backbone", "sampling", "data", "features", "peer", "scoring", "precision", "bits")
 DEFAULT_SECTIONS = ("backbone", "precision", "sampling", "data", "features", "scoring")
 FORMAT = 1  # bump when a field changes meaning
 
@@ -75,13 +79,15 @@ class PerfSizes:
     precision_steps: int = 3  # training steps per run of the precision section
     precision_rounds: int = 5  # timed rounds (fp32 run, bf16 run) after one untimed
     peer_test_images: int = 1000  # test images the peer race scores (a seeded subset)
+    bits_grids: int = 128  # random grids each bits/code run scores (bench run's batch: 256)
+    bits_rounds: int = 2  # timed rounds (fp32 run, bf16 run) after one untimed
 
     def __post_init__(self) -> None:
         if self.matmul_n < 0:
             raise ValueError(f"matmul_n must be >= 0, got {self.matmul_n}")
         for name in ("backbone_steps", "n_grids", "run_batch", "n_feature_images",
                      "score_queries", "score_refs", "brute_queries", "precision_steps",
-                     "precision_rounds", "peer_test_images"):
+                     "precision_rounds", "peer_test_images", "bits_grids", "bits_rounds"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("matmul_s", "max_naive_s", "peer_budget_s"):
@@ -107,7 +113,7 @@ def perf_sizes(preset: str) -> PerfSizes:
                              n_grids=2, run_grids=(3,), run_batch=5, max_naive_s=0.1,
                              n_feature_images=32, peer_budget_s=0.5, score_queries=6,
                              score_refs=20, brute_queries=2, precision_steps=2,
-                             precision_rounds=1)
+                             precision_rounds=1, bits_grids=3, bits_rounds=1)
         case "quick":
             return PerfSizes(matmul_n=0, matmul_s=2.0, backbone_steps=30, grids=(16, 32, 64),
                              n_grids=8, run_grids=(16, 32), run_batch=SAMPLE_BATCH,
@@ -314,24 +320,35 @@ class _Context:
         return self.dataset
 
 
+def _peak_dtypes(ctx: _Context) -> dict[str, torch.dtype]:
+    """fp32, and bf16 where auto trains in it (CUDA, a CPU with native bf16)."""
+    dtypes = {"fp32": torch.float32}
+    if ctx.device.type == "cuda" or native_bf16_cpu():
+        dtypes["bf16"] = torch.bfloat16
+    return dtypes
+
+
 def _matmul_peaks(ctx: _Context) -> dict[str, dict[str, float]]:
     n = ctx.sizes.matmul_n or (8192 if ctx.device.type == "cuda" else 2048)
-    dtypes = {"fp32": torch.float32}
-    if ctx.device.type == "cuda" or native_bf16_cpu():  # where auto trains in bf16
-        dtypes["bf16"] = torch.bfloat16
     return {name: matmul_peak(ctx.device, n=n, seconds=ctx.sizes.matmul_s, dtype=dtype)
-            for name, dtype in dtypes.items()}
+            for name, dtype in _peak_dtypes(ctx).items()}
+
+
+def _peaks_around(ctx: _Context, measure: Callable[[], Any]) -> tuple[Any, dict[str, Any]]:
+    """measure() and the matmul peaks, each measured before and after it with the higher kept,
+    so that a lull in the machine's load during the measurement alone cannot inflate a share
+    of the peak."""
+    before = _matmul_peaks(ctx)
+    out = measure()
+    after = _matmul_peaks(ctx)
+    return out, {k: max(before[k], after[k], key=lambda p: p["best_flops_per_s"]) | {
+        "best_before_flops_per_s": before[k]["best_flops_per_s"],
+        "best_after_flops_per_s": after[k]["best_flops_per_s"]} for k in before}
 
 
 def _section_backbone(ctx: _Context) -> dict[str, Any]:
-    """The peak is measured before and after the training and the higher kept, so that a lull
-    in the machine's load during training alone cannot inflate the share."""
-    before = _matmul_peaks(ctx)
-    out = measure_backbone(ctx.preset, ctx.images(), ctx.device, ctx.sizes, ctx.cfg.seed)
-    after = _matmul_peaks(ctx)
-    peaks = {k: max(before[k], after[k], key=lambda p: p["best_flops_per_s"]) | {
-        "best_before_flops_per_s": before[k]["best_flops_per_s"],
-        "best_after_flops_per_s": after[k]["best_flops_per_s"]} for k in before}
+    out, peaks = _peaks_around(ctx, lambda: measure_backbone(ctx.preset, ctx.images(), ctx.device,
+                                                             ctx.sizes, ctx.cfg.seed))
     return out | {f"share_of_{k}_matmul_peak": out["achieved_flops_per_s"] / p["best_flops_per_s"]
                   for k, p in peaks.items()} | {"matmul_peak": peaks}
 
@@ -385,10 +402,21 @@ def _section_scoring(ctx: _Context) -> dict[str, Any]:
                            _images(ds, "val", s.score_queries), s.brute_queries)
 
 
+def _section_bits(ctx: _Context) -> dict[str, Any]:
+    test_grids = len(ctx.images().splits["test"].images)
+    rows, peaks = _peaks_around(ctx, lambda: measure_test_bits(
+        ctx.preset, ctx.device, grids=ctx.sizes.bits_grids, rounds=ctx.sizes.bits_rounds,
+        precisions=tuple(_peak_dtypes(ctx)), seed=ctx.cfg.seed))
+    return {"grid": ctx.preset.grid, "num_codes": ctx.preset.vqvae.num_codes,
+            "test_grids": test_grids, "grids_timed": ctx.sizes.bits_grids,
+            "rounds": ctx.sizes.bits_rounds, "matmul_peak": peaks,
+            "priors": [with_floors(row, peaks, test_grids) for row in rows]}
+
+
 _SECTION_FNS: dict[str, Callable[[_Context], Any]] = {
     "backbone": _section_backbone, "sampling": _section_sampling, "data": _section_data,
     "features": _section_features, "peer": _section_peer, "scoring": _section_scoring,
-    "precision": _section_precision}
+    "precision": _section_precision, "bits": _section_bits}
 
 
 def device_slug(device: torch.device) -> str:

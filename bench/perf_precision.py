@@ -27,7 +27,7 @@ from trainkit import native_bf16_cpu
 
 MEASURED = ("fp32", "bf16")  # the precisions timed, in this order within a round
 
-# one run of a contender: precision -> (optimisation steps, wall seconds)
+# one run of a contender: precision -> (units done: optimisation steps or grids, wall seconds)
 Run = Callable[[str], tuple[float, float]]
 
 
@@ -82,23 +82,26 @@ def prior_run(name: str, preset: Preset, device: torch.device, steps: int, seed:
     return run
 
 
-def interleaved(run: Run, rounds: int) -> dict[str, Any]:
-    """Steps/s of `run` at each precision over `rounds` timed rounds (after one untimed): the
-    best run of each (as timeit: slower runs are other processes' doing) and their ratio, and
-    the median of the per-round bf16 / fp32 ratios."""
-    rates: dict[str, list[float]] = {p: [] for p in MEASURED}
+def interleaved(run: Run, rounds: int, *, precisions: tuple[str, ...] = MEASURED,
+                unit: str = "steps") -> dict[str, Any]:
+    """`unit`s/s of `run` at each precision over `rounds` timed rounds (after one untimed): the
+    best run of each (as timeit: slower runs are other processes' doing) and, with bf16 among
+    them, their ratio and the median of the per-round bf16 / fp32 ratios."""
+    rates: dict[str, list[float]] = {p: [] for p in precisions}
     for i in range(rounds + 1):
-        for precision in MEASURED:
-            steps, wall_s = run(precision)
+        for precision in precisions:
+            count, wall_s = run(precision)
             if i:
-                rates[precision].append(steps / wall_s)
+                rates[precision].append(count / wall_s)
+    out = {unit: count, "rounds": rounds,
+           **{f"{p}_{unit}_per_s": max(r) for p, r in rates.items()},
+           **{f"{p}_runs_{unit}_per_s": r for p, r in rates.items()}}
+    if "bf16" not in rates:
+        return out
     ratios = [b / f for f, b in zip(rates["fp32"], rates["bf16"])]
-    return {"steps": steps, "rounds": rounds,
-            **{f"{p}_steps_per_s": max(r) for p, r in rates.items()},
-            **{f"{p}_runs_steps_per_s": r for p, r in rates.items()},
-            "bf16_speedup": max(rates["bf16"]) / max(rates["fp32"]),
-            "bf16_speedup_median_of_rounds": statistics.median(ratios),
-            "bf16_speedup_runs": ratios}
+    return out | {"bf16_speedup": max(rates["bf16"]) / max(rates["fp32"]),
+                  "bf16_speedup_median_of_rounds": statistics.median(ratios),
+                  "bf16_speedup_runs": ratios}
 
 
 def measure_precision(preset: Preset, images: np.ndarray, device: torch.device, *, steps: int,

@@ -1,0 +1,113 @@
+"""`bench perf --sections bits`: FLOPs of a prior's test bits/code against closed forms, the
+floor arithmetic, and the section through the CLI. No timed assertions."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+from typer.testing import CliRunner
+
+import trainkit
+from bench import perf, perf_bits
+from bench.cli_perf import perf_app
+from bench.perf_bits import (ATTENTION_FLOPS, attention_flops, causal_pairs, likelihood_priors,
+                             log_prob_flops, with_floors)
+from bench.presets import get_preset
+from priors import get_prior
+
+
+def positive(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+def test_causal_pairs_by_hand():
+    assert causal_pairs(4, 4) == 1 + 2 + 3 + 4 == 4 * 5 // 2
+    assert causal_pairs(3, 5) == 1 + 2 + 3  # queries see keys 0..i (top-left aligned)
+    assert causal_pairs(5, 3) == 1 + 2 + 3 + 3 + 3
+
+
+@pytest.mark.parametrize("is_causal", [False, True])
+def test_sdpa_is_counted_on_the_cpu_as_its_products_over_the_pairs_kept(is_causal):
+    q, k, v = (torch.randn(2, 3, 10, 4) for _ in range(3))  # the CPU flash kernel's shapes
+    with FlopCounterMode(display=False) as plain:
+        F.scaled_dot_product_attention(q, k, v, is_causal=is_causal)
+    assert plain.get_total_flops() == 0  # why the section maps the CPU kernel itself
+    with FlopCounterMode(display=False, custom_mapping=ATTENTION_FLOPS) as ours:
+        F.scaled_dot_product_attention(q, k, v, is_causal=is_causal)
+    with FlopCounterMode(display=False) as explicit:  # the same products as two bmm
+        torch.softmax(q @ k.transpose(-1, -2), -1) @ v
+    pairs = 10 * 11 // 2 if is_causal else 100
+    assert ours.get_total_flops() == 2 * 2 * 3 * pairs * (4 + 4) == attention_flops(
+        q.shape, k.shape, v.shape, is_causal)
+    assert explicit.get_total_flops() == attention_flops(q.shape, k.shape, v.shape, False)
+
+
+def test_transformer_log_prob_flops_equal_a_closed_form():
+    """Every linear layer (2 x in x out a position), causal attention, the output head."""
+    preset = get_preset("tiny")
+    cls = get_prior("transformer")
+    cfg = preset.prior_config(cls)
+    K, side, D = 16, 4, cfg.dim
+    prior = cls(cfg, num_codes=K, grid=(side, side))
+    L, hidden = side * side, cfg.mlp_ratio * cfg.dim
+    per_layer = 2 * L * (D * 3 * D + D * D + D * hidden + hidden * D) \
+        + 2 * cfg.n_heads * causal_pairs(L, L) * 2 * (D // cfg.n_heads)
+    per_grid = cfg.n_layers * per_layer + 2 * L * D * K
+    codes = torch.randint(0, K, (3, side, side), generator=torch.Generator().manual_seed(0))
+    assert log_prob_flops(prior, codes) == 3 * per_grid
+
+
+def test_floors_from_known_rates_and_peaks():
+    row = {"prior": "p", "flops_per_grid": 2e9, "fp32_grids_per_s": 10.0,
+           "bf16_grids_per_s": 40.0}
+    peaks = {"fp32": {"best_flops_per_s": 100e9}, "bf16": {"best_flops_per_s": 400e9}}
+    out = with_floors(row, peaks, test_grids=8000)
+    assert out["fp32_test_s"] == 800.0 and out["bf16_test_s"] == 200.0
+    assert out["fp32_floor_s"] == 2e9 * 8000 / 100e9 == 160.0
+    assert out["bf16_floor_s"] == 40.0
+    assert out["share_of_fp32_matmul_peak"] == 0.2 and out["share_of_bf16_matmul_peak"] == 0.2
+    assert "fp32_test_s" not in row  # a copy
+    only_fp32 = with_floors({"flops_per_grid": 1.0, "fp32_grids_per_s": 1.0}, peaks, 1)
+    assert "bf16_test_s" not in only_fp32  # a precision not timed gets no columns
+
+
+def test_likelihood_priors_are_the_network_priors_that_score_grids():
+    names = likelihood_priors()
+    assert {"pixelcnn", "gated-pixelcnn", "transformer", "maskgit"} <= set(names)
+    assert "dcgan" not in names and "uniform" not in names  # no likelihood; no network
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_bits_section_through_the_cli(tmp_path, monkeypatch, bf16):
+    for module in (perf, trainkit):  # any CPU can autocast; or none has native bf16
+        monkeypatch.setattr(module, "native_bf16_cpu", lambda: bf16)
+    out = tmp_path / "p.json"
+    result = CliRunner().invoke(perf_app, ["--preset", "tiny", "--device", "cpu", "--sections",
+                                           "bits", "--out", str(out),
+                                           "--cache-dir", str(tmp_path / "c")])
+    assert result.exit_code == 0, result.output
+    assert "floor s (at matmul peak)" in result.output
+    section = json.loads(out.read_text())["bits"]
+    precisions = ["fp32", "bf16"] if bf16 else ["fp32"]
+    assert set(section["matmul_peak"]) == set(precisions)
+    assert [r["prior"] for r in section["priors"]] == likelihood_priors()
+    tiny = perf.perf_sizes("tiny")
+    assert section["grids_timed"] == tiny.bits_grids and section["test_grids"] > 0
+    for r in section["priors"]:
+        assert positive(r["flops_per_grid"]) and r["grids"] == tiny.bits_grids
+        for p in precisions:
+            for key in (f"{p}_grids_per_s", f"{p}_test_s", f"{p}_floor_s",
+                        f"share_of_{p}_matmul_peak"):
+                assert positive(r[key]), (r["prior"], key)
+            assert len(r[f"{p}_runs_grids_per_s"]) == tiny.bits_rounds
+        assert ("bf16_speedup" in r) == bf16
+
+
+def test_bits_sizes_are_validated():
+    with pytest.raises(ValueError, match="bits_grids must be >= 1"):
+        perf.PerfSizes(**{**vars(perf.perf_sizes("tiny")), "bits_grids": 0})
