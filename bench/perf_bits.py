@@ -1,14 +1,21 @@
 """`bench perf` section "bits": what the test bits/code after a fit costs each network prior
 with a likelihood at the preset's size, measured before any fit.
 
-Per prior: the FLOPs of its `log_prob` per grid (matmuls and convolutions as FlopCounterMode
-counts them, plus attention's two products, which it leaves out on the CPU: only the
-query-key pairs a causal mask keeps), its grids/s through `bench.sampling.bits_per_code_on`
-(what `bench run` calls, with its batch) in fp32, which `bench run` reports, and under bf16
-autocast where the device computes bf16 natively; and from those, for the dataset's whole
-test split: the seconds at that rate, and the seconds at the matmul peak measured in the same
-run. The second is a floor: an implementation of the same net that did no more than those
-products, at the device's best matmul rate, would still take that long.
+Per prior: the FLOPs of its `log_prob` per grid, its grids/s through
+`bench.sampling.bits_per_code_on` (what `bench run` calls, with its batch) in fp32, which
+`bench run` reports, and under bf16 autocast where the device computes bf16 natively; and from
+those, for the dataset's whole test split, the seconds at that rate and the seconds its FLOPs
+take at the matmul peak measured in the same run: a floor for the forward passes `log_prob`
+runs, at the best rate this device multiplies at.
+
+What is counted (`FLOP_FORMULAS`): matmuls as FlopCounterMode counts them; a convolution's
+multiply-adds with nonzero weights only (a masked conv's masked-out taps are zero weights, which
+FlopCounterMode counts); attention's two products over the query-key pairs its causal mask
+keeps (FlopCounterMode counts the CPU kernel as 0, and every pair on CUDA). Still counted as
+they run: taps that read zero padding (about 2% of pixelcnn's count at `standard`) and outputs a
+net computes and drops (gated-pixelcnn's shifted-out row; maskgit, which runs its whole net at
+every decoding step though it reads the logits of one group, and runs the first step, all
+masks, once per grid).
 
 Speed does not depend on the weights (MaskGIT's decoding order is fixed), so the priors are
 untrained, seeded, and score random grids.
@@ -19,7 +26,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, flop_registry
 
 import priors
 from bench.perf_precision import interleaved, network_priors
@@ -60,18 +67,29 @@ def _biased(query, key, value, attn_bias=None, compute_log_sumexp=False, dropout
 
 
 aten = torch.ops.aten
-# FlopCounterMode passes shapes for tensors; it leaves the CPU kernel out and counts every
-# pair on CUDA, masked or not
-ATTENTION_FLOPS = {aten._scaled_dot_product_flash_attention_for_cpu: _flash,
-                   aten._scaled_dot_product_flash_attention: _flash,
-                   aten._scaled_dot_product_efficient_attention: _biased,
-                   aten._scaled_dot_product_cudnn_attention: _biased}
+
+
+def nonzero_weight_conv(x, w, *args, out_val=None, **kwargs) -> int:
+    """FlopCounterMode's count of a convolution, of its nonzero weights only: every weight
+    element takes part in the same number of multiply-adds, so the count scales exactly."""
+    dense = flop_registry[aten.convolution](x, w, *args, out_val=out_val, **kwargs)
+    return dense * int(w.count_nonzero()) // w.numel()
+
+
+nonzero_weight_conv._get_raw = True  # FlopCounterMode hands it the tensors, not their shapes
+
+# attention formulas get shapes (FlopCounterMode's wrapper); the conv gets the tensors
+FLOP_FORMULAS = {aten._scaled_dot_product_flash_attention_for_cpu: _flash,
+                 aten._scaled_dot_product_flash_attention: _flash,
+                 aten._scaled_dot_product_efficient_attention: _biased,
+                 aten._scaled_dot_product_cudnn_attention: _biased,
+                 aten.convolution: nonzero_weight_conv}
 
 
 def log_prob_flops(prior: priors.Prior, codes: torch.Tensor) -> int:
     """FLOPs of `prior.log_prob(codes)` (see the module docstring for what is counted)."""
     with torch.no_grad(), FlopCounterMode(display=False,
-                                          custom_mapping=ATTENTION_FLOPS) as counter:
+                                          custom_mapping=FLOP_FORMULAS) as counter:
         prior.log_prob(codes)
     return int(counter.get_total_flops())
 

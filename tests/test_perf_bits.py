@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 import trainkit
 from bench import perf, perf_bits
 from bench.cli_perf import perf_app
-from bench.perf_bits import (ATTENTION_FLOPS, attention_flops, causal_pairs, likelihood_priors,
+from bench.perf_bits import (FLOP_FORMULAS, attention_flops, causal_pairs, likelihood_priors,
                              log_prob_flops, with_floors)
 from bench.presets import get_preset
 from priors import get_prior
@@ -37,7 +37,7 @@ def test_sdpa_is_counted_on_the_cpu_as_its_products_over_the_pairs_kept(is_causa
     with FlopCounterMode(display=False) as plain:
         F.scaled_dot_product_attention(q, k, v, is_causal=is_causal)
     assert plain.get_total_flops() == 0  # why the section maps the CPU kernel itself
-    with FlopCounterMode(display=False, custom_mapping=ATTENTION_FLOPS) as ours:
+    with FlopCounterMode(display=False, custom_mapping=FLOP_FORMULAS) as ours:
         F.scaled_dot_product_attention(q, k, v, is_causal=is_causal)
     with FlopCounterMode(display=False) as explicit:  # the same products as two bmm
         torch.softmax(q @ k.transpose(-1, -2), -1) @ v
@@ -111,3 +111,45 @@ def test_bits_section_through_the_cli(tmp_path, monkeypatch, bf16):
 def test_bits_sizes_are_validated():
     with pytest.raises(ValueError, match="bits_grids must be >= 1"):
         perf.PerfSizes(**{**vars(perf.perf_sizes("tiny")), "bits_grids": 0})
+
+
+def test_a_convolution_is_counted_over_its_nonzero_weights():
+    x = torch.randn(2, 4, 9, 7)
+    w = torch.randn(6, 2, 3, 3)  # groups=2: each output channel sees 2 of the 4 inputs
+    w[:, :, 2] = 0  # a masked-out kernel row
+    w[0, 1, 0, 0] = 0
+    with FlopCounterMode(display=False, custom_mapping=FLOP_FORMULAS) as counter:
+        y = F.conv2d(x, w, stride=2, padding=1, dilation=1, groups=2)
+    nonzero = 6 * 2 * 6 - 1
+    assert counter.get_total_flops() == 2 * 2 * nonzero * y.shape[2] * y.shape[3]
+
+
+def test_pixelcnn_log_prob_flops_equal_its_kept_taps():
+    """Each masked conv: 2 x positions x c_in x c_out x taps its mask keeps (7x7 type A: 24 of
+    49); each per-position linear: 2 x positions x in x out. A dense count would be larger."""
+    from priors.autoregressive import CausalConv2d
+    cls = get_prior("pixelcnn")
+    side, K = 5, 16
+    prior = cls(get_preset("tiny").prior_config(cls), num_codes=K, grid=(side, side))
+    per_grid = 0
+    for module in prior.net.modules():
+        if isinstance(module, CausalConv2d):
+            c = module.conv
+            per_grid += 2 * side * side * c.in_channels * c.out_channels * int(module.mask.sum())
+        elif isinstance(module, torch.nn.Linear):
+            per_grid += 2 * side * side * module.in_features * module.out_features
+    assert any(isinstance(m, CausalConv2d) and m.mask.sum() < m.mask.numel()
+               for m in prior.net.modules())
+    codes = torch.randint(0, K, (2, side, side), generator=torch.Generator().manual_seed(0))
+    assert log_prob_flops(prior, codes) == 2 * per_grid
+
+
+def test_maskgit_log_prob_is_one_forward_of_its_net_per_decoding_step():
+    cls = get_prior("maskgit")
+    side, K = 4, 16
+    prior = cls(get_preset("tiny").prior_config(cls), num_codes=K, grid=(side, side))
+    codes = torch.randint(0, K, (2, side, side), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=FLOP_FORMULAS) as one:
+        prior.net(codes.flatten(1))
+    assert len(prior.groups) > 1
+    assert log_prob_flops(prior, codes) == len(prior.groups) * one.get_total_flops()
