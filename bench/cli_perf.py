@@ -188,7 +188,8 @@ def _bits(b: dict[str, Any], title: str) -> Table:
     """Per prior and precision: the test split's seconds at the measured rate and at the matmul
     peak (the floor), the rate's share of that peak."""
     n = b["test_grids"]
-    title += f" · {b['grid']}x{b['grid']} grids, K = {b['num_codes']}, {b['grids_timed']} grids timed"
+    title += (f" · {b['grid']}x{b['grid']} grids, K = {b['num_codes']}, {b['grids_timed']} grids "
+              f"timed, {b['batch']} a call")
     return _table(title, ["test bits/code", "parameters", "GFLOP/grid", "grids/s",
                           f"s for {n} test grids", "floor s (at matmul peak)", "share of peak"],
                   [[f"{r['prior']} ({p})", r["n_parameters"], r["flops_per_grid"] / 1e9,

@@ -43,7 +43,7 @@ from bench.perf_precision import check_prior_names, measure_precision
 from bench.perf_scoring import measure_scoring
 from bench.presets import Preset, get_preset
 from bench.run import device_name, resolve_device
-from bench.sampling import SAMPLE_BATCH
+from bench.sampling import SAMPLE_BATCH, bits_batch
 from bench.store import prepare_out
 from bench.timing import forward_seconds, measure_loading, sampling_speed, timed
 from priors import NullProgress, Progress
@@ -79,7 +79,7 @@ class PerfSizes:
     precision_steps: int = 3  # training steps per run of the precision section
     precision_rounds: int = 5  # timed rounds (fp32 run, bf16 run) after one untimed
     peer_test_images: int = 1000  # test images the peer race scores (a seeded subset)
-    bits_grids: int = 128  # random grids each bits/code run scores (bench run's batch: 256)
+    bits_grids: int = 128  # random grids each bits/code run scores, bench run's batch at a time
     bits_rounds: int = 2  # timed rounds (fp32 run, bf16 run) after one untimed
 
     def __post_init__(self) -> None:
@@ -409,6 +409,7 @@ def _section_bits(ctx: _Context) -> dict[str, Any]:
         precisions=tuple(_peak_dtypes(ctx)), seed=ctx.cfg.seed))
     return {"grid": ctx.preset.grid, "num_codes": ctx.preset.vqvae.num_codes,
             "test_grids": test_grids, "grids_timed": ctx.sizes.bits_grids,
+            "batch": bits_batch(ctx.device),
             "rounds": ctx.sizes.bits_rounds, "matmul_peak": peaks,
             "priors": [with_floors(row, peaks, test_grids) for row in rows]}
 

@@ -18,7 +18,8 @@ from bench.cli_perf import perf_app
 from bench.perf_bits import (FLOP_FORMULAS, attention_flops, causal_pairs, likelihood_priors,
                              log_prob_flops, with_floors)
 from bench.presets import get_preset
-from priors import get_prior
+from bench.sampling import DEFAULT_BITS_BATCH, bits_batch, measure_bits
+from priors import CodeSet, get_prior
 
 
 def positive(value) -> bool:
@@ -98,6 +99,7 @@ def test_bits_section_through_the_cli(tmp_path, monkeypatch, bf16):
     assert [r["prior"] for r in section["priors"]] == likelihood_priors()
     tiny = perf.perf_sizes("tiny")
     assert section["grids_timed"] == tiny.bits_grids and section["test_grids"] > 0
+    assert section["batch"] == bits_batch(torch.device("cpu"))
     for r in section["priors"]:
         assert positive(r["flops_per_grid"]) and r["grids"] == tiny.bits_grids
         for p in precisions:
@@ -153,3 +155,18 @@ def test_maskgit_log_prob_is_one_forward_of_its_net_per_decoding_step():
         prior.net(codes.flatten(1))
     assert len(prior.groups) > 1
     assert log_prob_flops(prior, codes) == len(prior.groups) * one.get_total_flops()
+
+
+def test_the_test_bits_run_a_small_batch_on_the_cpu_and_a_large_one_elsewhere():
+    assert bits_batch(torch.device("cpu")) == 16
+    assert bits_batch(torch.device("cuda")) == DEFAULT_BITS_BATCH == 256
+
+
+@pytest.mark.parametrize("name", likelihood_priors())
+def test_the_batch_changes_the_speed_of_the_test_bits_not_their_value(name):
+    cls = get_prior(name)
+    prior = cls(get_preset("tiny").prior_config(cls), num_codes=16, grid=(4, 4))
+    test = CodeSet(torch.randint(0, 16, (40, 4, 4), generator=torch.Generator().manual_seed(1)), 16)
+    by_default = measure_bits(prior, test)  # 16 a call on the CPU: 3 calls, the last short
+    assert by_default.bits == pytest.approx(measure_bits(prior, test, 256).bits, rel=1e-12)
+    assert by_default.bits == pytest.approx(measure_bits(prior, test, 7).bits, rel=1e-12)
