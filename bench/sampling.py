@@ -58,7 +58,7 @@ def sample_prior(prior: Prior, n: int, *, seed: int, labels: torch.Tensor | None
 
 # Grids per `log_prob` call of the test bits/code, by device type (others: DEFAULT_BITS_BATCH).
 # On a CPU a small batch keeps a net's activations in cache: at `standard` (32x32 grids, 2
-# cores, Zen 3) 16 grids a call scored 1.3-2.3x the grids/s of 256 for every likelihood prior, to
+# cores, Zen 3) 16 grids a call scored 1.2-2.2x the grids/s of 256 for every likelihood prior, to
 # the same bits (README, "What the test bits/code costs"); a GPU wants large batches.
 BITS_BATCH = {"cpu": 16}
 DEFAULT_BITS_BATCH = 256

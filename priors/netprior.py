@@ -35,7 +35,7 @@ class FitConfig:
     weight_decay: float = 0.01  # AdamW decoupled weight decay
     grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
     eval_batch_size: int = 256  # most grids per forward in log_prob and validation (memory;
-    # on a CPU also speed: bench's test bits/code calls log_prob 16 grids at a time, 1.3-2.3x
+    # on a CPU also speed: bench's test bits/code calls log_prob 16 grids at a time, 1.2-2.2x
     # faster than 256 at 32x32; a fit's validation still runs this many)
     max_steps: int = 0  # cap on optimisation steps (0: epochs decide); bounds a preset's cost on big datasets
     precision: str = "auto"  # fp32 | bf16 (autocast) | auto: bf16 on CUDA; on a CPU with native
