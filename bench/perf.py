@@ -38,7 +38,7 @@ import priors
 from bench.data import DataConfig, ImageDataset, load_dataset
 from bench.extractors import build_extractor
 from bench.peers import PEERS, peer_module, race_peer
-from bench.perf_bits import measure_test_bits, with_floors
+from bench.perf_bits import measure_test_bits, untrained_prior, with_floors
 from bench.perf_precision import check_prior_names, measure_precision
 from bench.perf_scoring import measure_scoring
 from bench.presets import Preset, get_preset
@@ -48,7 +48,6 @@ from bench.store import prepare_out
 from bench.timing import forward_seconds, measure_loading, sampling_speed, timed
 from priors import NullProgress, Progress
 from priors.autoregressive import AutoregressivePrior
-from priors.base import seeded
 from vqvae import VQVAE, TrainConfig, train_vqvae
 from bench.store import write_json_atomic
 from trainkit import native_bf16_cpu
@@ -245,18 +244,10 @@ def autoregressive_priors() -> list[str]:
             if issubclass(priors.get_prior(name), AutoregressivePrior)]
 
 
-def _build_prior(name: str, preset: Preset, num_codes: int, side: int, device: torch.device,
-                 seed: int) -> AutoregressivePrior:
-    """An untrained prior (sampling speed does not depend on the weights), seeded init."""
-    cls = priors.get_prior(name)
-    with seeded(seed, device):
-        return cls(preset.prior_config(cls), num_codes=num_codes, grid=(side, side), device=device)
-
-
 def warm_up_sampling(name: str, preset: Preset, num_codes: int, device: torch.device, n: int) -> None:
     """Cached sampling of a 2x2 grid, so that one-off costs (kernel selection, thread pool,
     allocator) are not charged to the first timed grid: `sampling_speed` times cold."""
-    prior = _build_prior(name, preset, num_codes, 2, device, seed=0)
+    prior = untrained_prior(name, preset, num_codes, 2, device, seed=0)
     prior.sample(n, generator=torch.Generator(device).manual_seed(0))
 
 
@@ -264,7 +255,7 @@ def measure_sampling_one(name: str, preset: Preset, num_codes: int, side: int, n
                          device: torch.device, sizes: PerfSizes, seed: int) -> dict[str, Any]:
     """sampling_speed of one prior, n grids of side x side at once; the naive path is timed on
     as many positions as fit in max_naive_s (one full forward each) and extrapolated."""
-    prior = _build_prior(name, preset, num_codes, side, device, seed)
+    prior = untrained_prior(name, preset, num_codes, side, device, seed)
     n_pos = side * side
     zeros = torch.zeros(n, side, side, dtype=torch.int64, device=device)
     forward_s = forward_seconds(prior, zeros, repeats=1)  # sizes the naive timing only

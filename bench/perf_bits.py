@@ -37,6 +37,16 @@ from priors import CodeSet
 from priors.base import seeded
 from trainkit import train_autocast
 
+
+def untrained_prior(name: str, preset: Preset, num_codes: int, side: int, device: torch.device,
+                    seed: int) -> priors.Prior:
+    """Prior `name` at the preset's config for side x side grids, seeded init, not fitted
+    (speed does not depend on the weights): what the perf sections and scripts time."""
+    cls = priors.get_prior(name)
+    with seeded(seed, device):
+        return cls(preset.prior_config(cls), num_codes=num_codes, grid=(side, side), device=device)
+
+
 def likelihood_priors() -> list[str]:
     """Network priors (a `precision` field) with a likelihood: those whose test bits/code is
     one or more forwards of a net per grid."""
@@ -97,10 +107,8 @@ def log_prob_flops(prior: priors.Prior, codes: torch.Tensor) -> int:
 def measure_bits_one(name: str, preset: Preset, device: torch.device, *, grids: int,
                      rounds: int, precisions: tuple[str, ...], seed: int) -> dict[str, Any]:
     """FLOPs per grid and grids/s of one prior's test bits/code at each of `precisions`."""
-    cls = priors.get_prior(name)
     K, side = preset.vqvae.num_codes, preset.grid
-    with seeded(seed, device):
-        prior = cls(preset.prior_config(cls), num_codes=K, grid=(side, side), device=device)
+    prior = untrained_prior(name, preset, K, side, device, seed)
     codes = torch.randint(0, K, (grids, side, side), generator=torch.Generator().manual_seed(seed))
     test = CodeSet(codes, K)
     n_flop = min(2, grids)

@@ -12,10 +12,10 @@ import time
 
 import torch
 
-from bench.perf_bits import likelihood_priors
+from bench.perf_bits import likelihood_priors, untrained_prior
 from bench.presets import get_preset
 from bench.sampling import bits_per_code_on
-from priors import CodeSet, get_prior
+from priors import CodeSet
 
 
 def main() -> None:
@@ -30,9 +30,7 @@ def main() -> None:
     print(f"{sys.argv[1]}: {n} random {side}x{side} grids, K = {K}, best of {rounds}, "
           f"{torch.get_num_threads()} threads")
     for name in names:
-        cls = get_prior(name)
-        torch.manual_seed(0)
-        prior = cls(preset.prior_config(cls), num_codes=K, grid=(side, side))
+        prior = untrained_prior(name, preset, K, side, torch.device("cpu"), seed=0)
         bits_per_code_on(prior, CodeSet(codes[:2], K), 2)  # warm-up
         for batch in batches:
             best, bits = 0.0, None
